@@ -1,0 +1,117 @@
+"""Local Anvil devnet: start it, stop it, and the funded accounts it comes with.
+
+Tests, `make demo` and `make gas` start their own Anvil through :class:`Anvil`; nothing is ever
+started by hand. The binary comes from the npm package `@foundry-rs/anvil` (`npm ci`); we start
+the binary itself rather than `npx anvil`, because killing npx would orphan the node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from fedmarket.errors import ChainError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ANVIL_NPM_BINARY = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+CHAIN_ID = 31337
+# Anvil's (and Hardhat's) public development mnemonic: these keys guard nothing but devnet ETH.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_ACCOUNTS = 64
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def find_anvil() -> str:
+    """Path of the anvil binary: $FEDMARKET_ANVIL, the npm package, then PATH."""
+    candidates = [os.environ.get("FEDMARKET_ANVIL"), str(ANVIL_NPM_BINARY), shutil.which("anvil")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ChainError("anvil not found: run `make setup` (npm ci installs @foundry-rs/anvil) or set FEDMARKET_ANVIL")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dev_account(index: int) -> LocalAccount:
+    """The `index`-th account Anvil funds with devnet ETH (derived from the public dev mnemonic)."""
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def dev_accounts(count: int) -> list[LocalAccount]:
+    return [dev_account(i) for i in range(count)]
+
+
+class Anvil:
+    """An Anvil process on a free local port; a context manager that always stops it.
+
+    `block_time=None` mines a block per transaction (instant, what tests want).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        accounts: int = DEFAULT_ACCOUNTS,
+        block_time: float | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._accounts = accounts
+        self._block_time = block_time
+        self._log_path = log_path
+        self._process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> Anvil:
+        command = [
+            find_anvil(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--chain-id", str(CHAIN_ID),
+            "--accounts", str(self._accounts),
+            "--mnemonic", DEV_MNEMONIC,
+            "--balance", "10000",
+        ]  # fmt: skip
+        if self._block_time:
+            command += ["--block-time", str(self._block_time)]
+        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ChainError(f"anvil exited at start with code {self._process.returncode} (port {self.port} busy?)")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ChainError(f"anvil did not open port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> Anvil:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
