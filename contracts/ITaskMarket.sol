@@ -235,7 +235,7 @@ interface ITaskMarket {
      * @notice Reveals the update hash committed to in the current round. The last committer to
      * reveal opens the settling phase at once.
      * @dev Requirements: phase Reveal; committed and not revealed this round; the commitment
-     * matches; not paused. Emits {Revealed}.
+     * matches. Works while paused, so that a pause never gets a trainer slashed. Emits {Revealed}.
      */
     function reveal(uint256 taskId, bytes32 updateHash, bytes32 salt) external;
 

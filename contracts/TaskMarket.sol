@@ -19,8 +19,9 @@ import {ITaskMarket} from "./ITaskMarket.sol";
  * @title TaskMarket
  * @notice Reward pools, stakes, commit/reveal rounds, settlement, slashing and claims for
  * federated-learning tasks. See {ITaskMarket} for the protocol.
- * @dev Pausing (by the contract owner) stops new tasks, joins and round progress; every way for
- * money to leave (claim, leave, withdrawStake, cancelTask) stays open while paused.
+ * @dev Pausing (by the contract owner) stops new tasks, joins, new rounds, commits and settlement.
+ * Reveals stay open, so that no trainer is slashed for a pause, and so does every way for money
+ * to leave (claim, leave, withdrawStake, cancelTask).
  *
  * Storage is packed for the gas targets in DESIGN.md: {commit} and {reveal} touch one slot of
  * task state, one round slot, one trainer slot and one commitment slot each.
@@ -210,7 +211,7 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
     }
 
     /// @inheritdoc ITaskMarket
-    function reveal(uint256 taskId, bytes32 updateHash, bytes32 salt) external whenNotPaused {
+    function reveal(uint256 taskId, bytes32 updateHash, bytes32 salt) external {
         TaskState storage state = _existingTask(taskId);
         uint16 roundNo = state.currentRound;
         Round storage round = _rounds[taskId][roundNo];

@@ -15,7 +15,7 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
 
@@ -52,7 +52,10 @@ class RevertDecoder:
         if entry is None:
             return ContractRevert("UnknownRevert", {"data": "0x" + data.hex()}, selector="0x" + selector.hex())
         values = abi_decode([_abi_type(p) for p in entry["inputs"]], payload)
-        args = {p["name"] or f"arg{i}": _plain(v) for i, (p, v) in enumerate(zip(entry["inputs"], values))}
+        args = {
+            p["name"] or f"arg{i}": _plain(_checksummed(p["type"], v))
+            for i, (p, v) in enumerate(zip(entry["inputs"], values))
+        }
         return ContractRevert(entry["name"], args, selector="0x" + selector.hex())
 
     def from_exception(self, exc: Exception) -> ContractRevert:
@@ -63,6 +66,15 @@ class RevertDecoder:
         if isinstance(data, str) and data.startswith("0x"):
             return self.decode(data)
         return ContractRevert("UnknownRevert", {"message": str(exc)}, selector=None)
+
+
+def _checksummed(abi_type: str, value: Any) -> Any:
+    """Addresses (also in arrays) as checksummed strings, as everywhere else in the SDK."""
+    if abi_type == "address":
+        return to_checksum_address(value)
+    if abi_type.startswith("address[") and isinstance(value, (list, tuple)):
+        return [_checksummed(abi_type[: abi_type.rindex("[")], v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,58 @@
+"""The coordinator's FastAPI app: task API, content store API, and the background workers.
+
+    fedmarket-coordinator            # devnet defaults: Anvil on :8545, deployments/local.json
+    FEDMARKET_PROFILE=production FEDMARKET_COORDINATOR_KEY=0x... fedmarket-coordinator
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend.errors import install_error_handlers
+from backend.routers import ROUTERS
+from backend.services import Services, Supervisor
+from backend.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services = Services.build(settings)
+        services.indexer.sync()  # catch up from the last indexed block before serving
+        if settings.run_orchestrators:
+            services.supervisor = Supervisor(services)
+            services.supervisor.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="fedmarket coordinator",
+        version="0.1.0",
+        description="Posts federated-learning tasks on-chain, serves content-addressed blobs, runs and settles rounds.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def main() -> None:
+    """Console script `fedmarket-coordinator`."""
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

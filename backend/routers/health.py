@@ -1,0 +1,34 @@
+"""Liveness: the database, the chain and the store each answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from backend.deps import ChainDep, DbDep, StoreDep
+from fedmarket.cid import cid_of
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(db: DbDep, chain: ChainDep, store: StoreDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with db.session() as session:
+            session.execute(text("SELECT 1"))
+        checks["db"] = "ok"
+    except Exception as exc:  # a health check reports failures instead of raising them
+        checks["db"] = f"error: {exc}"
+    try:
+        checks["chain"] = f"ok (block {chain.block_number()})"
+    except Exception as exc:
+        checks["chain"] = f"error: {exc}"
+    try:
+        store.has(cid_of(b""))
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"error: {exc}"
+    healthy = all(v.startswith("ok") for v in checks.values())
+    return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)

@@ -1,0 +1,268 @@
+"""Tasks: post one (relayed, owner-signed), upload its private validation split, and read
+its rounds and rewards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Annotated
+
+import numpy as np
+from eth_utils import is_address, keccak, to_checksum_address
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import select
+
+from backend.deps import ChainDep, DbDep, ServicesDep, SettingsDep, StoreDep
+from backend.db import ChainEventRow, EarningRow, RoundRow, SubmissionRow, TaskRow, UsedSignatureRow
+from backend.errors import ApiError
+from backend.orchestrator import validation_path
+from backend.schemas import CreateTaskRequest
+from fedmarket.auth import EXPIRY_HEADER, SIGNATURE_HEADER, recover_signer, validation_upload_message
+from fedmarket.errors import ContractRevert, ModelBuildError, SpecError
+from fedmarket.merkle import RewardsTree
+from fedmarket.models import build_model
+from fedmarket.protocol import RoundPhase
+from fedmarket.spec import TaskSpec
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+# ---------------------------------------------------------------------- posting
+
+
+@router.post("", status_code=201, summary="Post a task signed by its owner; the coordinator relays it")
+def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep, store: StoreDep) -> dict:
+    try:
+        spec = TaskSpec.model_validate(body.spec)
+        build_model(spec)  # shapes and size limits, before anything is written
+    except (SpecError, ModelBuildError, ValueError) as exc:
+        raise ApiError(422, "InvalidSpec", str(exc)) from None
+    terms = body.terms.to_terms()
+    if spec.spec_hash() != terms.spec_hash:
+        raise ApiError(
+            422, "SpecHashMismatch",
+            f"terms.spec_hash is 0x{terms.spec_hash.hex()} but the spec's canonical JSON hashes to "
+            f"0x{spec.spec_hash().hex()}; sign terms with TaskSpec.spec_hash()",
+        )  # fmt: skip
+    if terms.coordinator != chain.address:
+        raise ApiError(422, "WrongCoordinator", f"terms.coordinator must be this coordinator, {chain.address}")
+    if chain.chain_time() > body.deadline:
+        raise ApiError(422, "SignatureExpired", f"the owner's signature expired at {body.deadline}; sign again")
+    balance = chain.token_balance(body.owner)
+    if balance < terms.reward_pool:
+        raise ApiError(
+            422, "InsufficientFunds", f"owner {body.owner} holds {balance} tokens, the reward pool needs {terms.reward_pool}"
+        )
+    signed = dict(terms=terms, owner=body.owner, deadline=body.deadline, owner_signature=body.signature, permit=body.permit.to_permit())
+    try:
+        chain.simulate_create_task_for(**signed)
+    except ContractRevert as revert:
+        raise ApiError.from_revert(revert, doing="this task") from None
+    spec_cid = store.put(spec.to_canonical_json())
+    try:
+        result = chain.create_task_for(**signed)
+    except ContractRevert as revert:
+        raise ApiError.from_revert(revert, doing="this task") from None
+    services.indexer.sync()  # the task is readable through the API as soon as this returns
+    return {"task_id": result.task_id, "spec_cid": spec_cid, "tx_hash": result.tx_hash}
+
+
+@router.put("/{task_id}/validation-data", summary="Upload the owner's private validation split (NPZ: X, y)")
+async def put_validation_data(
+    task_id: int,
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[str, Header(alias=SIGNATURE_HEADER)],
+    expiry: Annotated[int, Header(alias=EXPIRY_HEADER)],
+) -> dict:
+    settings = services.settings
+    limit = settings.max_validation_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, "ValidationDataTooLarge", f"validation data is over the {limit}-byte limit")
+    return _store_validation(services, task_id, bytes(body), signature=signature, expiry=expiry)
+
+
+def _store_validation(services, task_id: int, body: bytes, *, signature: str, expiry: int) -> dict:
+    settings, chain, db = services.settings, services.chain, services.db
+    with db.session() as session:
+        task = session.get(TaskRow, task_id)
+        if task is None:
+            raise ApiError(404, "TaskNotFound", f"no task {task_id}")
+        owner, spec_cid = task.owner, task.spec_cid
+    now = chain.chain_time()
+    if expiry <= now:
+        raise ApiError(401, "SignatureExpired", f"the upload signature expired at {expiry}; sign again")
+    if expiry > now + settings.max_signature_age:
+        raise ApiError(401, "ExpiryTooFar", f"expiry may be at most {settings.max_signature_age} s ahead")
+    message = validation_upload_message(
+        chain_id=chain.deployment.chain_id, market=chain.market_address, task_id=task_id, body=body, expiry=expiry
+    )
+    try:
+        signer = recover_signer(message, signature)
+    except Exception:  # eth-account raises several types for malformed signatures
+        raise ApiError(401, "InvalidSignature", f"{SIGNATURE_HEADER} is not a valid signature") from None
+    if signer != owner:
+        raise ApiError(403, "NotTaskOwner", f"signed by {signer}; only the task owner {owner} may upload")
+    signature_hash = "0x" + keccak(hexstr=signature).hex()
+    with db.session() as session:
+        if session.get(UsedSignatureRow, signature_hash) is not None:
+            raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again")
+    spec = TaskSpec.from_json(services.store.get(spec_cid))
+    samples = _check_validation_npz(body, spec)
+
+    path = validation_path(settings.private_dir, task_id)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_bytes(body)
+    os.chmod(temp, 0o600)
+    temp.replace(path)
+    with db.session() as session:
+        session.add(UsedSignatureRow(signature_hash=signature_hash, task_id=task_id))
+        session.get(TaskRow, task_id).has_validation_data = True
+    return {"task_id": task_id, "samples": samples}
+
+
+def _check_validation_npz(body: bytes, spec: TaskSpec) -> int:
+    try:
+        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+            X, y = archive["X"], archive["y"]
+    except Exception as exc:  # numpy raises many types for a malformed archive
+        raise ApiError(422, "InvalidValidationData", f"expected an NPZ with arrays X and y: {exc}") from None
+    if X.ndim < 2 or tuple(X.shape[1:]) != tuple(spec.input_shape) or len(X) != len(y) or len(y) == 0:
+        raise ApiError(
+            422, "InvalidValidationData",
+            f"X must have shape (n, {', '.join(map(str, spec.input_shape))}) and y shape (n,), n > 0; got {X.shape} and {y.shape}",
+        )  # fmt: skip
+    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+        raise ApiError(422, "InvalidValidationData", "X must hold finite numbers")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= spec.num_classes:
+        raise ApiError(422, "InvalidValidationData", f"y must hold integer labels in [0, {spec.num_classes})")
+    return int(len(y))
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _task_summary(task: TaskRow) -> dict:
+    return {
+        "task_id": task.task_id,
+        "owner": task.owner,
+        "coordinator": task.coordinator,
+        "status": task.status,
+        "spec_cid": task.spec_cid,
+        "terms": task.terms,
+        "current_round": task.current_round,
+        "model_cid": task.model_cid,
+        "has_validation_data": task.has_validation_data,
+    }
+
+
+@router.get("", summary="List tasks, optionally by status (open, completed, cancelled)")
+def list_tasks(db: DbDep, status: Annotated[str | None, Query(pattern="^(open|completed|cancelled)$")] = None) -> dict:
+    with db.session() as session:
+        query = select(TaskRow).order_by(TaskRow.task_id)
+        if status:
+            query = query.where(TaskRow.status == status)
+        return {"tasks": [_task_summary(t) for t in session.scalars(query)]}
+
+
+def _get_task(session, task_id: int) -> TaskRow:
+    task = session.get(TaskRow, task_id)
+    if task is None:
+        raise ApiError(404, "TaskNotFound", f"no task {task_id} (is the indexer caught up?)")
+    return task
+
+
+def _joined_trainers(session, task_id: int) -> list[str]:
+    joined: dict[str, None] = {}
+    events = session.scalars(
+        select(ChainEventRow)
+        .where(ChainEventRow.task_id == task_id)
+        .order_by(ChainEventRow.block_number, ChainEventRow.log_index)
+    )
+    for event in events:
+        if event.name == "TrainerJoined":
+            joined[event.args["trainer"]] = None
+        elif event.name in ("TrainerLeft", "TrainerSlashed"):
+            joined.pop(event.args["trainer"], None)
+    return list(joined)
+
+
+@router.get("/{task_id}", summary="A task: terms, trainers, current round and phase, metrics per round")
+def get_task(task_id: int, db: DbDep, chain: ChainDep) -> dict:
+    with db.session() as session:
+        task = _get_task(session, task_id)
+        rounds = session.scalars(select(RoundRow).where(RoundRow.task_id == task_id).order_by(RoundRow.round))
+        history = [
+            {
+                "round": r.round, "status": r.status, "model_cid": r.model_cid, "new_model_cid": r.new_model_cid,
+                "report_cid": r.report_cid, "payout": r.payout, "metrics": r.metrics,
+            }
+            for r in rounds
+        ]  # fmt: skip
+        summary = _task_summary(task)
+        summary["trainers"] = _joined_trainers(session, task_id)
+    phase = chain.phase(task_id) if summary["status"] == "open" else RoundPhase.NONE
+    summary["phase"] = phase.name.lower()
+    summary["rounds"] = history
+    return summary
+
+
+@router.get("/{task_id}/rounds/{round_no}", summary="One round: commits, reveals, verdicts, payouts, tx hashes")
+def get_round(task_id: int, round_no: int, db: DbDep) -> dict:
+    with db.session() as session:
+        _get_task(session, task_id)
+        row = session.get(RoundRow, (task_id, round_no))
+        if row is None:
+            raise ApiError(404, "RoundNotFound", f"task {task_id} has no round {round_no} yet")
+        submissions = session.scalars(
+            select(SubmissionRow).where(SubmissionRow.task_id == task_id, SubmissionRow.round == round_no)
+        )
+        return {
+            "task_id": task_id, "round": round_no, "status": row.status, "model_cid": row.model_cid,
+            "new_model_cid": row.new_model_cid, "report_cid": row.report_cid, "rewards_root": row.rewards_root,
+            "payout": row.payout, "metrics": row.metrics, "commit_deadline": row.commit_deadline,
+            "reveal_deadline": row.reveal_deadline, "started_tx": row.started_tx, "closed_tx": row.closed_tx,
+            "submissions": [
+                {
+                    "trainer": s.trainer, "commitment": s.commitment, "committed_tx": s.committed_tx,
+                    "update_hash": s.update_hash, "update_cid": s.update_cid, "revealed_tx": s.revealed_tx,
+                    "accepted": s.accepted, "reason": s.reason, "score": s.score, "payout": s.payout,
+                    "slashed": s.slashed,
+                }
+                for s in submissions
+            ],
+        }  # fmt: skip
+
+
+@router.get("/{task_id}/rewards/{address}", summary="What an account earned and claimed, with its Merkle proof")
+def get_rewards(task_id: int, address: str, db: DbDep, store: StoreDep, chain: ChainDep) -> dict:
+    if not is_address(address):
+        raise ApiError(422, "InvalidAddress", f"{address!r} is not a 0x-prefixed 20-byte address")
+    account = to_checksum_address(address)
+    with db.session() as session:
+        _get_task(session, task_id)
+        latest = session.scalars(
+            select(RoundRow)
+            .where(RoundRow.task_id == task_id, RoundRow.status == "finalized")
+            .order_by(RoundRow.round.desc())
+        ).first()
+        earning = session.get(EarningRow, (task_id, account))
+        claimed = int(earning.claimed) if earning else 0
+    if latest is None or latest.report_cid is None:
+        return {"task_id": task_id, "account": account, "cumulative": "0", "claimed": str(claimed), "proof": []}
+    cumulative = {a: int(v) for a, v in json.loads(store.get(latest.report_cid))["cumulative"].items()}
+    tree = RewardsTree(cumulative)
+    amount = cumulative.get(account, 0)
+    return {
+        "task_id": task_id,
+        "account": account,
+        "round": latest.round,
+        "rewards_root": "0x" + tree.root.hex(),
+        "cumulative": str(amount),
+        "claimed": str(max(claimed, chain.claimed(task_id, account))),
+        "proof": ["0x" + p.hex() for p in tree.proof(account)] if amount else [],
+    }

@@ -1,0 +1,306 @@
+"""The task spec: everything trainers and the coordinator must agree on before round 0.
+
+A task owner publishes one spec per task. Its canonical JSON is stored as a blob, and its sha256
+(:meth:`TaskSpec.spec_hash`) is the ``specHash`` in the on-chain terms, so nobody can change the
+model, the training recipe or the scoring rules after trainers have staked.
+
+The spec declares the model as a list of layers (see :mod:`fedmarket.models`); no task ever
+ships code. The schema checks each field on its own; :func:`fedmarket.models.parameter_count`
+checks that the layers fit together.
+
+Every spec model forbids unknown fields (a typo must not silently fall back to a default), is
+frozen, and raises :class:`~fedmarket.errors.SpecError` naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedmarket.errors import SpecError
+
+__all__ = [
+    "AggregationSettings",
+    "Conv2dLayer",
+    "DataFormat",
+    "DropoutLayer",
+    "FlattenLayer",
+    "Layer",
+    "LinearLayer",
+    "MaxPool2dLayer",
+    "PrivacySettings",
+    "ReLULayer",
+    "ScoringSettings",
+    "TanhLayer",
+    "TaskSpec",
+    "TrainingSettings",
+    "mlp_spec",
+]
+
+# Bounds that no sensible task crosses; the parameter limit in fedmarket.models caps the total.
+_MAX_FEATURES = 1 << 20
+_MAX_CHANNELS = 4096
+_MAX_WINDOW = 32  # kernel size, stride, padding
+_MAX_INPUT_DIM = 65_536
+_InputDim = Annotated[int, Field(ge=1, le=_MAX_INPUT_DIM)]
+
+
+class _SpecModel(BaseModel):
+    """Strict, immutable base of every spec model; turns validation errors into ``SpecError``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _spec_error(exc) from exc
+
+
+# --- layers --------------------------------------------------------------------------------------
+
+
+class LinearLayer(_SpecModel):
+    """Fully connected layer ``torch.nn.Linear(in_features, out_features, bias)``."""
+
+    type: Literal["linear"] = "linear"
+    in_features: int = Field(ge=1, le=_MAX_FEATURES)
+    out_features: int = Field(ge=1, le=_MAX_FEATURES)
+    bias: bool = True
+
+
+class Conv2dLayer(_SpecModel):
+    """2-D convolution with a square kernel and a bias, over inputs shaped (channels, height, width)."""
+
+    type: Literal["conv2d"] = "conv2d"
+    in_channels: int = Field(ge=1, le=_MAX_CHANNELS)
+    out_channels: int = Field(ge=1, le=_MAX_CHANNELS)
+    kernel_size: int = Field(ge=1, le=_MAX_WINDOW)
+    stride: int = Field(default=1, ge=1, le=_MAX_WINDOW)
+    padding: int = Field(default=0, ge=0, le=_MAX_WINDOW)
+
+
+class MaxPool2dLayer(_SpecModel):
+    """2-D max pooling with a square window; ``stride`` defaults to the window, as in PyTorch."""
+
+    type: Literal["maxpool2d"] = "maxpool2d"
+    kernel_size: int = Field(ge=1, le=_MAX_WINDOW)
+    stride: int | None = Field(default=None, ge=1, le=_MAX_WINDOW)
+
+
+class ReLULayer(_SpecModel):
+    """Rectified linear activation."""
+
+    type: Literal["relu"] = "relu"
+
+
+class TanhLayer(_SpecModel):
+    """Hyperbolic tangent activation."""
+
+    type: Literal["tanh"] = "tanh"
+
+
+class FlattenLayer(_SpecModel):
+    """Flattens each sample to one dimension, between convolutional and linear layers."""
+
+    type: Literal["flatten"] = "flatten"
+
+
+class DropoutLayer(_SpecModel):
+    """Dropout with drop probability ``p`` (active in training only)."""
+
+    type: Literal["dropout"] = "dropout"
+    p: float = Field(ge=0.0, lt=1.0)
+
+
+Layer = Annotated[
+    LinearLayer | Conv2dLayer | MaxPool2dLayer | ReLULayer | TanhLayer | FlattenLayer | DropoutLayer,
+    Field(discriminator="type"),
+]
+"""One declared layer; the ``type`` field picks which."""
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+class TrainingSettings(_SpecModel):
+    """The local training recipe every trainer follows each round."""
+
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class AggregationSettings(_SpecModel):
+    """How the coordinator combines accepted updates.
+
+    ``trim_ratio`` is the share cut from each end for ``trimmed_mean``; ``krum_f`` the number of
+    Byzantine updates ``krum`` tolerates; ``max_weight_share`` caps any one trainer's weight in
+    ``fedavg`` so that claiming a huge sample count buys at most that share.
+    """
+
+    method: Literal["fedavg", "median", "trimmed_mean", "krum"] = "fedavg"
+    trim_ratio: float = Field(default=0.1, ge=0.0, lt=0.5)
+    krum_f: int = Field(default=1, ge=0, le=1000)
+    max_weight_share: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+class ScoringSettings(_SpecModel):
+    """How a round's budget is split among accepted updates.
+
+    ``loo`` scores an update by its leave-one-out marginal value: validation loss of the aggregate
+    without it minus loss with it. ``base_share`` of the budget is split equally among accepted
+    updates, the rest in proportion to positive scores. An update scoring below
+    ``harm_threshold`` is rejected (and its trainer slashed). The threshold cannot be positive:
+    slashing needs evidence of harm, and an update that merely did not help is not that.
+    """
+
+    method: Literal["loo"] = "loo"
+    base_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    harm_threshold: float = Field(default=-0.05, ge=-1e6, le=0.0)
+
+
+class PrivacySettings(_SpecModel):
+    """Differentially private local training (DP-SGD): per-sample clipping plus Gaussian noise."""
+
+    noise_multiplier: float = Field(ge=0.0, le=100.0)
+    max_grad_norm: float = Field(gt=0.0, le=1e4)
+    delta: float = Field(gt=0.0, le=0.1)
+
+
+class DataFormat(_SpecModel):
+    """How trainers lay out their local data: ``npz`` arrays ``x``/``y`` or a CSV with a label column.
+
+    Features are multiplied by ``feature_scale`` on load (e.g. 1/255 for 8-bit pixels), so every
+    trainer feeds the model the same range.
+    """
+
+    format: Literal["npz", "csv"] = "npz"
+    label_column: str = Field(default="label", min_length=1, max_length=100)
+    feature_scale: float = Field(default=1.0, gt=0.0, le=1e6)
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+class TaskSpec(_SpecModel):
+    """A training task: data layout, model, recipe, aggregation, scoring and update bound.
+
+    ``input_shape`` is per sample: ``(features,)`` for tabular data, ``(channels, height,
+    width)`` for images. ``norm_bound`` is the largest L2 norm an update may have; larger ones are
+    refused. ``init_seed`` seeds the round-0 weights so every party can rebuild them.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=10_000)
+    input_shape: tuple[_InputDim, ...] = Field(min_length=1, max_length=3)
+    input_dtype: Literal["float32"] = "float32"
+    num_classes: int = Field(ge=2, le=100_000)
+    layers: tuple[Layer, ...] = Field(min_length=1, max_length=64)
+    init_seed: int = Field(default=0, ge=0, lt=1 << 63)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    norm_bound: float = Field(gt=0.0, le=1e6)
+    privacy: PrivacySettings | None = None
+    data: DataFormat = Field(default_factory=DataFormat)
+
+    def to_canonical_json(self) -> bytes:
+        """The one byte string of this spec: the blob to store and the preimage of ``specHash``.
+
+        Sorted keys, no whitespace, UTF-8, every default written out, floats in Python's shortest
+        round-trip form; the same spec always gives the same bytes, whatever field order or
+        spelling (``1`` or ``1.0``) it was written in.
+        """
+        text = json.dumps(
+            self.model_dump(mode="json"),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        return text.encode("utf-8")
+
+    def spec_hash(self) -> bytes:
+        """sha256 of the canonical JSON: the ``specHash`` of the task's on-chain terms."""
+        return hashlib.sha256(self.to_canonical_json()).digest()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> TaskSpec:
+        """Parse and validate a spec from JSON (a store blob or an API body)."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise _spec_error(exc) from exc
+
+
+def mlp_spec(
+    *,
+    name: str,
+    input_dim: int,
+    num_classes: int,
+    hidden: Sequence[int] = (64,),
+    activation: Literal["relu", "tanh"] = "relu",
+    dropout: float = 0.0,
+    norm_bound: float = 10.0,
+    **fields: Any,
+) -> TaskSpec:
+    """A spec for a multilayer perceptron on flat features, the shape most tabular tasks need.
+
+    ``hidden`` lists the hidden layer widths; each is followed by ``activation`` and, when
+    ``dropout`` > 0, a dropout layer. Other ``TaskSpec`` fields (``training``, ``init_seed``,
+    ``description``, ...) pass through ``fields``.
+    """
+    if activation not in ("relu", "tanh"):
+        raise SpecError("activation", f"must be 'relu' or 'tanh', got {activation!r}")
+    layers: list[dict[str, Any]] = []
+    width = input_dim
+    for size in hidden:
+        layers += [{"type": "linear", "in_features": width, "out_features": size}, {"type": activation}]
+        if dropout:
+            layers.append({"type": "dropout", "p": dropout})
+        width = size
+    layers.append({"type": "linear", "in_features": width, "out_features": num_classes})
+    return TaskSpec(
+        name=name,
+        input_shape=(input_dim,),
+        num_classes=num_classes,
+        layers=layers,
+        norm_bound=norm_bound,
+        **fields,
+    )
+
+
+def _spec_error(exc: ValidationError) -> SpecError:
+    """One ``SpecError`` listing every problem by dotted field path.
+
+    Nested spec models raise ``SpecError`` from their own constructor, which pydantic wraps as a
+    value error of the enclosing model; those are unfolded under their path. A "too short"
+    complaint about a sequence whose items were refused is dropped: the item errors say why.
+    """
+    errors = exc.errors(include_url=False)
+    problems: list[tuple[str, str]] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        refused_items = any(other["loc"][: len(loc)] == loc != other["loc"] for other in errors)
+        if error["type"] == "too_short" and refused_items:
+            continue
+        prefix = ".".join(str(part) for part in loc)
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, SpecError):
+            problems += [(_join(prefix, field), reason) for field, reason in nested.problems]
+        else:
+            problems.append((prefix, error["msg"]))
+    field, reason = problems[0]
+    return SpecError(field, reason, problems=problems)
+
+
+def _join(prefix: str, field: str) -> str:
+    return f"{prefix}.{field}" if prefix and field else prefix or field

@@ -1,0 +1,119 @@
+"""Shared fixtures: one real Anvil per test session, the contracts deployed on it, and role
+accounts. Each test that touches the chain runs inside an `evm_snapshot`/`evm_revert` pair, so
+tests never see each other's transactions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from fedmarket.contracts import compile_contracts
+from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market, fund_accounts
+from fedmarket.devnet import Anvil, dev_accounts
+from fedmarket.transactions import TransactionSender
+
+TRAINER_COUNT = 10
+FUNDED_TOKENS = 100_000 * ONE_TOKEN
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    return compile_contracts()
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    with Anvil() as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def w3(anvil) -> Web3:
+    return Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 30}))
+
+
+@pytest.fixture(scope="session")
+def accounts() -> list[LocalAccount]:
+    return dev_accounts(16)
+
+
+@pytest.fixture(scope="session")
+def deployer(accounts) -> LocalAccount:
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def owner(accounts) -> LocalAccount:
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def coordinator(accounts) -> LocalAccount:
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def outsider(accounts) -> LocalAccount:
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def trainers(accounts) -> list[LocalAccount]:
+    return accounts[4 : 4 + TRAINER_COUNT]
+
+
+@pytest.fixture(scope="session")
+def deployment(w3, artifacts, deployer, owner, outsider, trainers) -> Deployment:
+    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
+    recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
+    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
+    return deployed
+
+
+@pytest.fixture
+def chain(w3, deployment):
+    """Isolates a test: snapshot before, revert after."""
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    yield w3
+    w3.provider.make_request("evm_revert", [snapshot])
+
+
+@dataclass
+class Chain:
+    """Test-side handle on the deployed market: senders per account and clock control."""
+
+    w3: Web3
+    deployment: Deployment
+
+    def __post_init__(self) -> None:
+        self.token = self.deployment.token_contract(self.w3)
+        self.market = self.deployment.market_contract(self.w3)
+        self.decoder = self.deployment.revert_decoder()
+        self._senders: dict[str, TransactionSender] = {}
+
+    def sender(self, account: LocalAccount) -> TransactionSender:
+        if account.address not in self._senders:
+            self._senders[account.address] = TransactionSender(self.w3, account, decoder=self.decoder)
+        return self._senders[account.address]
+
+    def tx(self, account: LocalAccount, fn):
+        return self.sender(account).transact(fn)
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def advance(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.w3.provider.make_request("evm_mine", [])
+
+    def balance(self, address: str) -> int:
+        return self.token.functions.balanceOf(address).call()
+
+
+@pytest.fixture
+def market_chain(chain, deployment) -> Chain:
+    """A fresh Chain handle (fresh nonce caches) inside an isolated snapshot."""
+    return Chain(chain, deployment)

@@ -1,0 +1,259 @@
+"""Local training and evaluation: plain PyTorch, no knowledge of chains, stores or HTTP.
+
+:func:`train` runs the task's recipe (``TrainingSettings``) on a trainer's local data, optionally
+with differential privacy (DP-SGD through Opacus); :func:`evaluate` measures loss and accuracy.
+Both work in place on an ``nn.Module`` (normally ``fedmarket.models.build_model(spec)`` loaded
+with the round's global weights); the node takes the weight delta afterwards.
+
+Training is reproducible: the same model, data, settings and seed give bit-identical weights on
+the same machine, and the caller's global random state is left as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["EvalResult", "LocalData", "TrainResult", "evaluate", "make_optimizer", "train"]
+
+
+class TrainingSettingsLike(Protocol):
+    """What :func:`train` reads from ``fedmarket.spec.TrainingSettings``."""
+
+    local_epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+
+
+class PrivacySettingsLike(Protocol):
+    """What :func:`train` reads from ``fedmarket.spec.PrivacySettings``."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+
+
+@dataclass
+class LocalData:
+    """A trainer's samples: features ``X`` (float32, shape ``(n, *input_shape)``) and labels ``y`` (int64, ``(n,)``)."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.X) != len(self.y):
+            raise ValueError(f"X has {len(self.X)} samples but y has {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` as float32 and ``y`` as int64 tensors (sharing memory where the dtypes already fit)."""
+        features = torch.from_numpy(np.ascontiguousarray(self.X, dtype=np.float32))
+        labels = torch.from_numpy(np.ascontiguousarray(self.y, dtype=np.int64))
+        return features, labels
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a local training run reports.
+
+    ``num_samples`` is the number of local samples (the update's weight in FedAvg); ``loss`` the
+    mean training loss of the last epoch; ``epsilon`` the privacy spent by this run at the task's
+    ``delta`` when trained with DP-SGD (``inf`` with zero noise), else ``None``.
+    """
+
+    num_samples: int
+    loss: float
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean cross-entropy loss and accuracy (fraction of samples classified right) on a data set."""
+
+    loss: float
+    accuracy: float
+
+
+def make_optimizer(parameters, settings: TrainingSettingsLike) -> torch.optim.Optimizer:
+    """SGD (with the settings' momentum and weight decay) or Adam (weight decay), at the settings' learning rate."""
+    match settings.optimizer:
+        case "sgd":
+            return torch.optim.SGD(
+                parameters,
+                lr=settings.learning_rate,
+                momentum=settings.momentum,
+                weight_decay=settings.weight_decay,
+            )
+        case "adam":
+            return torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}; expected 'sgd' or 'adam'")
+
+
+def train(
+    model: nn.Module,
+    data: LocalData,
+    settings: TrainingSettingsLike,
+    *,
+    seed: int,
+    privacy: PrivacySettingsLike | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for ``settings.local_epochs`` epochs of cross-entropy on ``data``.
+
+    ``seed`` fixes the batch order, dropout and (with privacy) the sampling and the noise, inside
+    a forked RNG so the caller's global random state is untouched. ``on_epoch(epoch, mean_loss)``
+    is called after each epoch, ``epoch`` counting from 1.
+
+    With ``privacy``, training is DP-SGD (Opacus): Poisson-sampled batches of expected size
+    ``batch_size``, each sample's gradient clipped to ``max_grad_norm``, Gaussian noise of
+    ``noise_multiplier * max_grad_norm`` added; the result carries the epsilon spent at
+    ``privacy.delta`` (RDP accountant, this run only). Anyone who knows the seed can replay the
+    noise, so a node should draw the seed from a secure source (``secrets.randbits(63)``) when
+    training privately. Either way ``model`` ends up holding the trained weights under its
+    original ``state_dict`` keys, with no Opacus hooks or attributes left on it.
+    """
+    if len(data) == 0:
+        raise ValueError("no local samples to train on")
+    if settings.local_epochs < 1 or settings.batch_size < 1:
+        raise ValueError(
+            f"need local_epochs >= 1 and batch_size >= 1, got {settings.local_epochs} and {settings.batch_size}"
+        )
+    device = _device_of(model)
+    features, labels = data.tensors()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        loader = DataLoader(
+            TensorDataset(features, labels), batch_size=settings.batch_size, shuffle=True, generator=generator
+        )
+        optimizer = make_optimizer(model.parameters(), settings)
+        model.train()
+        if privacy is None:
+            loss = _run_epochs(model, loader, optimizer, epochs=settings.local_epochs, device=device, on_epoch=on_epoch)
+            epsilon = None
+        else:
+            loss, epsilon = _train_private(model, loader, optimizer, settings, privacy, device=device, on_epoch=on_epoch)
+    model.zero_grad(set_to_none=True)
+    return TrainResult(num_samples=len(data), loss=loss, epsilon=epsilon)
+
+
+def _train_private(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainingSettingsLike,
+    privacy: PrivacySettingsLike,
+    *,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None,
+) -> tuple[float, float]:
+    """DP-SGD epochs through Opacus; returns (last epoch's mean loss, epsilon spent)."""
+    from opacus import PrivacyEngine  # imported here: slow to import, and only DP tasks need it
+
+    with warnings.catch_warnings():
+        # Opacus warns that its RNG is not cryptographically secure (secure_mode needs torchcsprng,
+        # which is not installed); the docstring of `train` says how to pick the seed instead.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp")
+    # GradSampleModule wraps the model without copying it: the parameters it trains are the
+    # model's own, so the caller's module holds the trained weights under its original keys.
+    private_model, private_optimizer, private_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=privacy.noise_multiplier,
+        max_grad_norm=privacy.max_grad_norm,
+        poisson_sampling=True,
+    )
+    try:
+        with warnings.catch_warnings():
+            # Opacus's per-sample-gradient hooks sit on modules whose inputs need no gradient
+            # (the first layer); PyTorch warns about that on every backward, harmlessly.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss = _run_epochs(
+                private_model,
+                private_loader,
+                private_optimizer,
+                epochs=settings.local_epochs,
+                device=device,
+                on_epoch=on_epoch,
+            )
+    finally:
+        private_model._close()  # removes Opacus's hooks and per-parameter attributes from `model`
+    if privacy.noise_multiplier == 0:
+        return loss, math.inf
+    return loss, float(engine.accountant.get_epsilon(delta=privacy.delta))
+
+
+def _run_epochs(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None,
+) -> float:
+    """Plain training epochs; returns the last epoch's mean loss per sample (NaN if it saw none)."""
+    criterion = nn.CrossEntropyLoss()
+    mean_loss = math.nan
+    for epoch in range(1, epochs + 1):
+        total, seen = 0.0, 0
+        for batch_x, batch_y in loader:
+            batch_x, batch_y = batch_x.to(device), batch_y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(batch_x), batch_y)
+            # A Poisson-sampled batch may be empty; it still takes a (pure noise) DP step, which
+            # the accountant counts, so it must go through backward and step like the others.
+            loss.backward()
+            optimizer.step()
+            if len(batch_y):
+                total += float(loss.detach()) * len(batch_y)
+                seen += len(batch_y)
+        mean_loss = total / seen if seen else math.nan
+        if on_epoch is not None:
+            on_epoch(epoch, mean_loss)
+    return mean_loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: LocalData, *, batch_size: int = 1024) -> EvalResult:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data``, in eval mode, without gradients.
+
+    The model's training/eval mode is restored afterwards.
+    """
+    if len(data) == 0:
+        raise ValueError("no samples to evaluate on")
+    device = _device_of(model)
+    features, labels = data.tensors()
+    was_training = model.training
+    model.eval()
+    try:
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(labels), batch_size):
+            batch_x = features[start : start + batch_size].to(device)
+            batch_y = labels[start : start + batch_size].to(device)
+            logits = model(batch_x)
+            total_loss += float(nn.functional.cross_entropy(logits, batch_y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == batch_y).sum())
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=total_loss / len(labels), accuracy=correct / len(labels))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
