@@ -84,10 +84,14 @@ def l2_norm(delta: Delta) -> float:
 
 
 def _check_deltas(deltas: Sequence[Delta]) -> list[str]:
-    """The shared key order; raises ``ValueError`` unless all deltas have the same keys and shapes."""
+    """The shared key order; raises ``ValueError`` unless all deltas have the same keys and shapes,
+    and the first (whose dtypes the result takes) holds floating point tensors."""
     if not deltas:
         raise ValueError("nothing to aggregate: the list of deltas is empty")
     keys = list(deltas[0].keys())
+    for key, tensor in deltas[0].items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"delta 0 has {key} of dtype {tensor.dtype}; deltas must be floating point tensors")
     for index, delta in enumerate(deltas[1:], start=1):
         if set(delta.keys()) != set(keys):
             missing = sorted(set(keys) - set(delta.keys()))

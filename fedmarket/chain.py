@@ -121,7 +121,7 @@ class TxResult:
 class CreateTaskResult(TxResult):
     """A task-creating transaction; ``task_id`` comes from its ``TaskCreated`` event."""
 
-    task_id: int = 0
+    task_id: int = field(kw_only=True)
 
 
 @dataclass(frozen=True)

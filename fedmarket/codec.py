@@ -46,8 +46,8 @@ __all__ = [
 FORMAT_VERSION = "1"
 """Version of the metadata layout; a decoder refuses versions it does not know."""
 
+_CONTAINER_KEYS = frozenset({"kind", "format_version"})  # written by the codec, never by callers
 _UPDATE_FIELDS = ("task_id", "round", "trainer", "num_samples")
-_RESERVED_KEYS = frozenset({"kind", "format_version", *_UPDATE_FIELDS})
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,77}")  # fits a uint256, no sign, spaces or leading zeros
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -95,7 +95,7 @@ def decode_update(
     ``num_samples``; a different value raises ``UpdateMismatchError``.
     """
     tensors, metadata = _decode(data, kind="update")
-    unknown = sorted(metadata.keys() - _RESERVED_KEYS)
+    unknown = sorted(metadata.keys() - _CONTAINER_KEYS - set(_UPDATE_FIELDS))
     if unknown:
         raise CodecError(f"update metadata has unknown keys {unknown}; updates carry {list(_UPDATE_FIELDS)}")
     update = Update(
@@ -119,7 +119,7 @@ def encode_model(
 ) -> bytes:
     """The bytes of a full model (e.g. a round's global model), with optional string metadata."""
     extra = dict(metadata or {})
-    reserved = sorted(_RESERVED_KEYS & extra.keys())
+    reserved = sorted(_CONTAINER_KEYS & extra.keys())
     _require(not reserved, f"metadata keys {reserved} are reserved by the codec; choose other names")
     _require(
         all(isinstance(key, str) and isinstance(value, str) for key, value in extra.items()),

@@ -7,6 +7,8 @@ the layer; a task posted to the market can be checked without building it.
 Weights are initialised from ``spec.init_seed`` inside a forked RNG: every party that builds the
 model gets the identical round-0 weights, and the caller's global random state is untouched.
 
+Layers are numbered from 0 in messages, as in ``spec.layers``.
+
 Batch normalisation is left out by design: its running mean and variance are state, not
 weights, and averaging per-trainer deltas of those statistics (FedAvg) gives numbers that
 describe no one's data. Layers carry weights and biases only, so a model's ``state_dict`` is

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from fedmarket.cid import cid_from_digest, digest_from_cid, digest_of, normalize_cid
+from fedmarket.cid import cid_from_digest, cid_of, digest_from_cid, digest_of, normalize_cid
 from fedmarket.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
@@ -84,6 +84,12 @@ class ContentStore(ABC):
     def close(self) -> None:
         """Release connections or handles; the default holds none."""
 
+    def _admit(self, data: BlobData) -> bytes:
+        """``data`` as bytes, or ``BlobTooLargeError`` before anything of it is kept or sent."""
+        data = _as_bytes(data)
+        _refuse_if_too_large(len(data), limit=self.max_blob_bytes, where=repr(self))
+        return data
+
     def __enter__(self) -> ContentStore:
         return self
 
@@ -110,8 +116,7 @@ class DirectoryStore(ContentStore):
         return f"DirectoryStore({str(self.root)!r})"
 
     def put(self, data: BlobData) -> str:
-        data = _as_bytes(data)
-        _refuse_if_too_large(len(data), limit=self.max_blob_bytes, where=repr(self))
+        data = self._admit(data)
         return self.put_stream((data,))
 
     def put_stream(self, chunks: Iterable[BlobData]) -> str:
@@ -170,8 +175,7 @@ class MemoryStore(ContentStore):
         return f"MemoryStore(<{len(self._blobs)} blobs>)"
 
     def put(self, data: BlobData) -> str:
-        data = _as_bytes(data)
-        _refuse_if_too_large(len(data), limit=self.max_blob_bytes, where=repr(self))
+        data = self._admit(data)
         digest = digest_of(data)
         self._blobs[digest] = data
         return cid_from_digest(digest)
@@ -233,9 +237,8 @@ class HttpStore(ContentStore):
         self._client.close()
 
     def put(self, data: BlobData) -> str:
-        data = _as_bytes(data)
-        _refuse_if_too_large(len(data), limit=self.max_blob_bytes, where=repr(self))
-        cid = cid_from_digest(digest_of(data))
+        data = self._admit(data)
+        cid = cid_of(data)
 
         def accept(response: httpx.Response) -> str:
             self._raise_for_status(response, cid)

@@ -174,8 +174,9 @@ def _read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]
             warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
             table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8-sig")
     except ValueError as exc:
+        reason = str(exc).split(";")[0]  # drop numpy's advice about `usecols`, which is not for our users
         raise DataMismatchError(
-            f"{path.name} cannot be read as a table of numbers, one per header column ({exc}); "
+            f"{path.name} cannot be read as a table of numbers, one per header column ({reason}); "
             "every cell must be a number and every row as long as the header"
         ) from exc
     if table.size == 0:

@@ -28,7 +28,7 @@ BLOB_LIMIT = 64 * 1024  # every test store's max_blob_bytes, server included
 
 
 @pytest.fixture
-def trainer() -> str:
+def trainer_address() -> str:
     """A trainer's address, as update metadata carries it."""
     return "0x" + "a1" * 20
 

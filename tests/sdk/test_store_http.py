@@ -41,7 +41,12 @@ def test_upload_answered_with_other_cid_raises_corrupt_blob(http_store, blob_ser
 
 @pytest.mark.parametrize(
     ("method", "argument", "answer"),
-    [("put", BLOB, BLOB_CID), ("get", BLOB_CID, BLOB), ("has", BLOB_CID, True), ("size", BLOB_CID, len(BLOB))],
+    [
+        ("put", BLOB, BLOB_CID),
+        ("get", BLOB_CID, BLOB),
+        ("has", BLOB_CID, True),
+        ("size", BLOB_CID, len(BLOB)),
+    ],
 )
 def test_server_error_once_is_retried(http_store, blob_server, method, argument, answer):
     blob_server.store.put(BLOB)

@@ -1,0 +1,112 @@
+"""HTTP client of the coordinator's task API, for task owners and trainer nodes.
+
+Owners sign locally and send signatures, never keys: :meth:`CoordinatorClient.post_task` takes
+a spec, terms and the owner's key, signs the EIP-712 terms and the EIP-2612 permit in this
+process, and posts only the signatures.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import numpy as np
+from eth_account import Account
+
+from fedmarket.auth import sign_validation_upload
+from fedmarket.chain import MarketClient
+from fedmarket.errors import FedmarketError
+from fedmarket.protocol import TaskTerms
+from fedmarket.spec import TaskSpec
+
+
+class CoordinatorError(FedmarketError):
+    """The coordinator refused a request; `error` is its machine-readable reason."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"coordinator refused ({status} {error}): {detail}")
+        self.status, self.error, self.detail = status, error, detail
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise CoordinatorError(response.status_code, body.get("error", "Error"), str(body.get("detail", "")))
+            except ValueError:
+                raise CoordinatorError(response.status_code, "Error", response.text[:300]) from None
+        return response.json()
+
+    # ------------------------------------------------------------------ reads
+
+    def health(self) -> dict:
+        return self._request("GET", "/healthz")
+
+    def tasks(self, status: str | None = None) -> list[dict]:
+        return self._request("GET", "/v1/tasks", params={"status": status} if status else None)["tasks"]
+
+    def task(self, task_id: int) -> dict:
+        return self._request("GET", f"/v1/tasks/{task_id}")
+
+    def round(self, task_id: int, round_no: int) -> dict:
+        return self._request("GET", f"/v1/tasks/{task_id}/rounds/{round_no}")
+
+    def rewards(self, task_id: int, address: str) -> dict:
+        return self._request("GET", f"/v1/tasks/{task_id}/rewards/{address}")
+
+    # ------------------------------------------------------------------ owner actions
+
+    def post_task(
+        self, *, spec: TaskSpec, terms: TaskTerms, owner_key, market: MarketClient, valid_for: int = 3600
+    ) -> dict:
+        """Signs the terms and the pool's permit with `owner_key` here, then posts the signatures."""
+        owner = Account.from_key(owner_key)
+        signed = market.with_account(owner).sign_create_task(terms, deadline=market.chain_time() + valid_for)
+        body = {
+            "spec": spec.model_dump(mode="json"),
+            "terms": {
+                "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
+                "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
+                "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
+                "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
+            },
+            "owner": owner.address,
+            "deadline": signed.deadline,
+            "signature": "0x" + signed.owner_signature.hex(),
+            "permit": {
+                "value": str(signed.permit.value), "deadline": signed.permit.deadline, "v": signed.permit.v,
+                "r": "0x" + signed.permit.r.hex(), "s": "0x" + signed.permit.s.hex(),
+            },
+        }  # fmt: skip
+        return self._request("POST", "/v1/tasks", json=body)
+
+    def upload_validation_data(
+        self, task_id: int, X: np.ndarray, y: np.ndarray, *, owner_key, market: MarketClient, valid_for: int = 600
+    ) -> dict:
+        buffer = io.BytesIO()
+        np.savez(buffer, X=X, y=y)
+        body = buffer.getvalue()
+        headers = sign_validation_upload(
+            owner_key, chain_id=market.deployment.chain_id, market=market.market_address, task_id=task_id,
+            body=body, expiry=market.chain_time() + valid_for,
+        )  # fmt: skip
+        return self._request(
+            "PUT", f"/v1/tasks/{task_id}/validation-data", content=body,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+        )  # fmt: skip

@@ -1,0 +1,247 @@
+"""`fedmarket-trainer`: take part in fedmarket tasks from the command line.
+
+    fedmarket-trainer tasks
+    fedmarket-trainer join 1 --key 0x...
+    fedmarket-trainer run 1 --data my_data.npz --key 0x...
+    fedmarket-trainer status 1 --key 0x...
+    fedmarket-trainer claim 1 --key 0x...
+
+Connection settings come from options or the environment: FEDMARKET_RPC_URL,
+FEDMARKET_DEPLOYMENT_FILE, FEDMARKET_COORDINATOR_URL, FEDMARKET_TRAINER_KEY (the key signs
+locally and is never sent anywhere), FEDMARKET_STATE_DIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from eth_account import Account
+from rich.console import Console
+from rich.table import Table
+
+from fedmarket.chain import MarketClient
+from fedmarket.client import CoordinatorClient, CoordinatorError
+from fedmarket.errors import ContractRevert, FedmarketError
+from fedmarket.protocol import TaskStatus
+from fedmarket.store import HttpStore
+from trainer.attacks import ATTACKS, attack
+from trainer.data import load_local_data
+from trainer.node import StateDir, TrainerNode
+
+app = typer.Typer(help="Train on your private data for fedmarket tasks and earn tokens.", no_args_is_help=True)
+console = Console(stderr=False)
+ONE_TOKEN = 10**18
+
+RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="FEDMARKET_RPC_URL", help="JSON-RPC endpoint")]
+DeploymentOpt = Annotated[
+    Path, typer.Option("--deployment", envvar="FEDMARKET_DEPLOYMENT_FILE", help="deployments/<network>.json")
+]
+CoordinatorOpt = Annotated[str, typer.Option("--coordinator", envvar="FEDMARKET_COORDINATOR_URL", help="coordinator API")]
+KeyOpt = Annotated[str | None, typer.Option("--key", envvar="FEDMARKET_TRAINER_KEY", help="trainer private key (0x...)")]
+StateOpt = Annotated[Path, typer.Option("--state-dir", envvar="FEDMARKET_STATE_DIR", help="where salts and updates are kept")]
+
+DEFAULT_RPC = "http://127.0.0.1:8545"
+DEFAULT_DEPLOYMENT = Path("deployments/local.json")
+DEFAULT_COORDINATOR = "http://127.0.0.1:8000"
+DEFAULT_STATE = Path(".fedmarket/trainer")
+
+
+def tokens(amount: int) -> str:
+    return f"{amount / ONE_TOKEN:,.4f}"
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _account(key: str | None):
+    if not key:
+        fail("no trainer key: pass --key 0x... or set FEDMARKET_TRAINER_KEY")
+    try:
+        return Account.from_key(key)
+    except Exception:  # eth-account raises several types for a malformed key
+        fail("the trainer key is not a valid private key (expected 32 bytes of 0x-hex)")
+
+
+def _chain(rpc_url: str, deployment: Path, key: str | None = None, *, need_key: bool = True) -> MarketClient:
+    account = _account(key) if need_key or key else None
+    try:
+        client = MarketClient.connect(rpc_url, deployment)
+    except FedmarketError as exc:
+        fail(str(exc))
+    except Exception as exc:  # connection refused and friends
+        fail(f"cannot reach the chain at {rpc_url}: {exc}")
+    return client.with_account(account) if account else client
+
+
+def _existing_task(chain: MarketClient, task_id: int):
+    try:
+        return chain.task(task_id)
+    except ContractRevert as revert:
+        if revert.name == "TaskMarketUnknownTask":
+            fail(f"task {task_id} does not exist (the market has {chain.task_count()} tasks)")
+        raise
+
+
+@app.command()
+def tasks(
+    rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR,
+) -> None:  # fmt: skip
+    """Open tasks: reward pool, rounds, stake, trainers joined, phase."""
+    chain = _chain(rpc_url, deployment, need_key=False)
+    table = Table("task", "name", "reward pool", "rounds", "stake", "trainers", "phase")
+    with CoordinatorClient(coordinator) as api:
+        try:
+            listed = api.tasks(status="open")
+        except (CoordinatorError, OSError) as exc:
+            fail(f"coordinator at {coordinator}: {exc}")
+    for item in listed:
+        info = chain.task(item["task_id"])
+        if info.status != TaskStatus.OPEN:
+            continue
+        table.add_row(
+            str(info.task_id), item.get("spec_cid", "")[:16] + "...", tokens(info.terms.reward_pool),
+            f"{info.current_round}/{info.terms.rounds}", tokens(info.terms.min_stake),
+            f"{info.trainer_count}/{info.terms.max_trainers}", chain.phase(info.task_id).name.lower(),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def join(
+    task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+) -> None:  # fmt: skip
+    """Approve and stake the task's minimum stake."""
+    node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=None)
+    _guard(node.ensure_joined)
+    console.print(f"[green]joined task {task_id}[/green] as {node.address}")
+
+
+@app.command()
+def run(
+    task_id: int,
+    data: Annotated[Path, typer.Option("--data", help="your local data: NPZ (X, y) or CSV, as the task declares")],
+    key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+    poll: Annotated[float, typer.Option(help="seconds between chain polls")] = 0.5,
+    attacker: Annotated[str | None, typer.Option(help=f"demo only: misbehave ({', '.join(ATTACKS)})", hidden=True)] = None,
+) -> None:  # fmt: skip
+    """Join if needed, then train every round until the task ends; claim at the end."""
+    node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker)
+    summary = _guard(node.run)
+    node.state.write_summary(summary)
+    console.print(
+        f"[green]task {task_id} done[/green]: revealed in rounds {summary.rounds_revealed}, "
+        f"claimed {tokens(summary.claimed)} FMT, stake returned {tokens(summary.stake_returned)} FMT, gas {summary.gas_used:,}"
+    )
+
+
+@app.command()
+def status(
+    task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+) -> None:  # fmt: skip
+    """Rounds taken part in, scores, earned, claimed, stake, privacy spent."""
+    chain = _chain(rpc_url, deployment, key)
+    info = _existing_task(chain, task_id)
+    me = chain.address
+    trainer = chain.trainer(task_id, me)
+    table = Table("round", "revealed", "accepted", "reason", "score", "payout", "epsilon")
+    epsilon_total = 0.0
+    with CoordinatorClient(coordinator) as api:
+        for saved in StateDir(state_dir, task_id, me).all_rounds():
+            verdict = {}
+            try:
+                verdict = next((s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {})
+            except CoordinatorError:
+                pass  # round not indexed yet: show what the node knows
+            epsilon_total += saved.epsilon or 0.0
+            table.add_row(
+                str(saved.round), "yes" if saved.revealed else "no", str(verdict.get("accepted", "-")),
+                verdict.get("reason") or "", f"{verdict['score']:.4f}" if verdict.get("score") is not None else "-",
+                tokens(int(verdict["payout"])) if verdict.get("payout") else "-",
+                f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
+            )  # fmt: skip
+        rewards = api.rewards(task_id, me)
+    console.print(table)
+    console.print(
+        f"task {task_id} ({info.status.name.lower()}, round {info.current_round}/{info.terms.rounds}, "
+        f"phase {chain.phase(task_id).name.lower()}): stake {tokens(trainer.stake)} FMT"
+        f"{'' if trainer.joined else ' (not joined)'}, earned {tokens(int(rewards['cumulative']))} FMT, "
+        f"claimed {tokens(chain.claimed(task_id, me))} FMT"
+        + (f", privacy spent epsilon {epsilon_total:.2f}" if epsilon_total else "")
+    )
+
+
+@app.command()
+def claim(
+    task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+) -> None:  # fmt: skip
+    """Fetch the Merkle proof from the coordinator and claim what you earned."""
+    node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=None)
+    amount = _guard(node.claim)
+    console.print(f"claimed {tokens(amount)} FMT" if amount else "nothing to claim")
+
+
+def _node(task_id, key, rpc_url, deployment, coordinator, state_dir, *, data, poll=0.5, attacker=None) -> TrainerNode:
+    chain = _chain(rpc_url, deployment, key)
+    _existing_task(chain, task_id)
+    api = CoordinatorClient(coordinator)
+    node = TrainerNode(
+        task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
+        state_root=state_dir, poll_interval=poll, on_event=_print_event,
+        transform_update=attack(attacker, seed=task_id) if attacker else None,
+    )  # fmt: skip
+    if data is not None:
+        spec = _guard(node.spec)
+        node.data = _guard(lambda: load_local_data(data, spec))
+        console.print(f"{len(node.data)} local samples from {data} fit task {task_id}")
+    return node
+
+
+def _guard(action):
+    """Runs `action`, turning the errors a user can fix into one red line and exit code 1."""
+    try:
+        return action()
+    except ContractRevert as revert:
+        fail(f"the market refused: {revert}")
+    except CoordinatorError as exc:
+        fail(str(exc))
+    except (FedmarketError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
+def _print_event(kind: str, info: dict) -> None:
+    if kind == "epoch":
+        console.print(f"  round {info['round']}: epoch {info['epoch']} loss {info['loss']:.4f}")
+    elif kind == "training":
+        console.print(f"round {info['round']}: training {info['epochs']} local epoch(s)")
+    elif kind == "committed":
+        console.print(f"round {info['round']}: committed")
+    elif kind == "revealed":
+        console.print(f"round {info['round']}: uploaded {info['cid'][:20]}... and revealed")
+    elif kind == "missed":
+        console.print(f"[yellow]round {info['round']}: missed ({info['reason']})[/yellow]")
+    elif kind == "joined":
+        console.print(f"joined, staked {tokens(info['stake'])} FMT")
+    elif kind == "claimed":
+        console.print(f"[green]claimed {tokens(info['amount'])} FMT[/green]")
+    elif kind == "stake_withdrawn":
+        console.print(f"stake returned: {tokens(info['amount'])} FMT")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

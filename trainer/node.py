@@ -1,0 +1,288 @@
+"""The trainer node: joins a task and takes part in every round until the task ends.
+
+Per round: pull the global model (verified against its on-chain hash), train locally, encode the
+delta, persist salt + update to the state dir, commit, wait for the reveal phase, upload, reveal.
+At the end: claim what was earned and take the stake back.
+
+Restart-safe: the update and its salt are on disk (fsynced) before the commit is sent, so a node
+killed after committing and started again reveals the same update. The chain is asked, not the
+disk, whether a commit or reveal already happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedmarket.chain import MarketClient
+from fedmarket.cid import cid_from_digest, digest_of
+from fedmarket.client import CoordinatorClient
+from fedmarket.codec import decode_model, encode_update, state_delta
+from fedmarket.errors import ContractRevert, FedmarketError
+from fedmarket.models import build_model
+from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment, new_salt
+from fedmarket.spec import TaskSpec
+from fedmarket.store import ContentStore
+from trainer.training import LocalData, train
+
+log = logging.getLogger("fedmarket.trainer")
+EventSink = Callable[[str, dict], None]
+
+
+class NodeError(FedmarketError):
+    """The node cannot take part: a message a person can act on."""
+
+
+@dataclass
+class RoundState:
+    """What the node must remember about one round across restarts."""
+
+    round: int
+    update_hash: str
+    salt: str
+    num_samples: int
+    loss: float
+    epsilon: float | None = None
+    committed: bool = False
+    uploaded: bool = False
+    revealed: bool = False
+
+
+@dataclass
+class NodeSummary:
+    rounds_committed: list[int] = field(default_factory=list)
+    rounds_revealed: list[int] = field(default_factory=list)
+    claimed: int = 0
+    stake_returned: int = 0
+    gas_used: int = 0
+    epsilon: float | None = None
+
+
+class StateDir:
+    """`<root>/task-<id>/round-<n>.json` + `.update` blob; atomic, fsynced writes."""
+
+    def __init__(self, root: Path, task_id: int, trainer: str) -> None:
+        self.path = Path(root) / trainer.lower() / f"task-{task_id}"
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        temp = path.with_name(f".{path.name}.tmp")
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.replace(path)
+
+    def save(self, state: RoundState, update: bytes | None = None) -> None:
+        if update is not None:
+            self._write(self.path / f"round-{state.round}.update", update)
+        self._write(self.path / f"round-{state.round}.json", json.dumps(state.__dict__).encode())
+
+    def load(self, round_no: int) -> tuple[RoundState, bytes] | None:
+        meta, blob = self.path / f"round-{round_no}.json", self.path / f"round-{round_no}.update"
+        if not meta.exists() or not blob.exists():
+            return None
+        state = RoundState(**json.loads(meta.read_text()))
+        update = blob.read_bytes()
+        if digest_of(update).hex() != state.update_hash:
+            raise NodeError(f"{blob} does not match its recorded hash; the state dir is damaged")
+        return state, update
+
+    def write_summary(self, summary: NodeSummary) -> Path:
+        """What the node did in this task, as JSON (read by `status` and the demo)."""
+        path = self.path / "summary.json"
+        self._write(path, json.dumps(summary.__dict__).encode())
+        return path
+
+    def all_rounds(self) -> list[RoundState]:
+        return [RoundState(**json.loads(p.read_text())) for p in sorted(self.path.glob("round-*.json"))]
+
+
+class TrainerNode:
+    def __init__(
+        self,
+        *,
+        task_id: int,
+        chain: MarketClient,
+        coordinator: CoordinatorClient,
+        store: ContentStore,
+        data: LocalData,
+        state_root: Path,
+        poll_interval: float = 0.5,
+        on_event: EventSink | None = None,
+        transform_update: Callable[[dict], dict] | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.chain = chain
+        self.coordinator = coordinator
+        self.store = store
+        self.data = data
+        self.address = chain.address
+        self.state = StateDir(state_root, task_id, self.address)
+        self.poll_interval = poll_interval
+        self._emit = on_event or (lambda kind, info: None)
+        # A hook that rewrites the delta before encoding: how the demo plays an attacker.
+        self._transform = transform_update
+        self.summary = NodeSummary()
+        self._spec: TaskSpec | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def spec(self) -> TaskSpec:
+        if self._spec is None:
+            info = self.chain.task(self.task_id)
+            self._spec = TaskSpec.from_json(self.store.get(cid_from_digest(info.terms.spec_hash)))
+        return self._spec
+
+    def ensure_joined(self) -> None:
+        info = self.chain.task(self.task_id)  # ContractRevert TaskMarketUnknownTask for a wrong id
+        if info.status != TaskStatus.OPEN:
+            raise NodeError(f"task {self.task_id} is {info.status.name.lower()}; nothing to join")
+        if self.chain.trainer(self.task_id, self.address).joined:
+            return
+        if info.trainer_count >= info.terms.max_trainers:
+            raise NodeError(f"task {self.task_id} is full ({info.trainer_count}/{info.terms.max_trainers} trainers)")
+        balance = self.chain.token_balance(self.address)
+        if balance < info.terms.min_stake:
+            raise NodeError(
+                f"{self.address} holds {balance} tokens; joining task {self.task_id} needs a stake of {info.terms.min_stake}"
+            )
+        self._track(self.chain.ensure_allowance(info.terms.min_stake))
+        self._track(self.chain.join(self.task_id, auto_approve=False))
+        self._emit("joined", {"stake": info.terms.min_stake})
+
+    def _track(self, result) -> None:
+        if result is not None:
+            self.summary.gas_used += result.gas_used
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self, *, claim: bool = True, stop: Callable[[], bool] = lambda: False) -> NodeSummary:
+        self.ensure_joined()
+        spec = self.spec()
+        while not stop():
+            info = self.chain.task(self.task_id)
+            if info.status != TaskStatus.OPEN:
+                break
+            if not self.chain.trainer(self.task_id, self.address).joined:
+                raise NodeError(f"{self.address} is no longer in task {self.task_id} (rejected and slashed?)")
+            if not self.step(info.current_round, spec):
+                time.sleep(self.poll_interval)
+        if claim:
+            self.finish()
+        return self.summary
+
+    def step(self, round_no: int, spec: TaskSpec) -> bool:
+        """Does what the current phase calls for; False when there is nothing to do yet."""
+        phase = self.chain.phase(self.task_id)
+        if round_no == 0 or phase not in (RoundPhase.COMMIT, RoundPhase.REVEAL):
+            return False
+        saved = self.state.load(round_no)
+        on_chain = self.chain.commitment(self.task_id, self.address)
+        committed = on_chain.round_no == round_no
+        if phase == RoundPhase.COMMIT and not committed:
+            self._train_and_commit(round_no, spec, saved)
+            return True
+        if phase == RoundPhase.REVEAL and committed and not on_chain.revealed:
+            if saved is None:
+                raise NodeError(f"committed in round {round_no} but the update is not in {self.state.path}; cannot reveal")
+            self._upload_and_reveal(*saved)
+            return True
+        return False
+
+    def _train_and_commit(self, round_no: int, spec: TaskSpec, saved) -> None:
+        if saved is None:
+            state, update = self._train(round_no, spec)
+        else:
+            state, update = saved  # trained before a restart: commit that same update
+        commitment = make_commitment(self.task_id, round_no, self.address, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt))
+        try:
+            self._track(self.chain.commit(self.task_id, commitment))
+        except ContractRevert as revert:
+            if revert.name == "TaskMarketWrongPhase":
+                self._emit("missed", {"round": round_no, "reason": "commit phase closed while training"})
+                return
+            raise
+        state.committed = True
+        self.state.save(state)
+        self.summary.rounds_committed.append(round_no)
+        self._emit("committed", {"round": round_no})
+
+    def _train(self, round_no: int, spec: TaskSpec) -> tuple[RoundState, bytes]:
+        round_info = self.chain.round(self.task_id, round_no)
+        model_cid = cid_from_digest(round_info.model_hash)
+        model = build_model(spec)
+        # The store verifies the blob against its CID, i.e. against the on-chain model hash.
+        global_state = decode_model(self.store.get(model_cid), model=model)
+        model.load_state_dict(global_state)
+        self._emit("training", {"round": round_no, "epochs": spec.training.local_epochs})
+        result = train(
+            model, self.data, spec.training, seed=secrets.randbits(63), privacy=spec.privacy,
+            on_epoch=lambda epoch, loss: self._emit("epoch", {"round": round_no, "epoch": epoch, "loss": loss}),
+        )  # fmt: skip
+        delta = state_delta(model.state_dict(), global_state)
+        if self._transform is not None:
+            delta = self._transform(delta)
+        update = encode_update(
+            delta, task_id=self.task_id, round=round_no, trainer=self.address, num_samples=result.num_samples
+        )
+        state = RoundState(
+            round=round_no, update_hash=digest_of(update).hex(), salt=new_salt().hex(),
+            num_samples=result.num_samples, loss=result.loss, epsilon=result.epsilon,
+        )  # fmt: skip
+        self.state.save(state, update)  # on disk before the commit: a restart can still reveal
+        if result.epsilon is not None:
+            self.summary.epsilon = (self.summary.epsilon or 0.0) + result.epsilon
+        return state, update
+
+    def _upload_and_reveal(self, state: RoundState, update: bytes) -> None:
+        cid = self.store.put(update)
+        if cid != cid_from_digest(bytes.fromhex(state.update_hash)):
+            raise NodeError(f"store returned {cid} for update {state.update_hash}")
+        state.uploaded = True
+        self.state.save(state)
+        self._track(self.chain.reveal(self.task_id, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt)))
+        state.revealed = True
+        self.state.save(state)
+        self.summary.rounds_revealed.append(state.round)
+        self._emit("revealed", {"round": state.round, "cid": cid})
+
+    # ------------------------------------------------------------------ the end
+
+    def finish(self) -> None:
+        """Claims every unclaimed reward and takes the stake back once the task has ended."""
+        self.claim()
+        info = self.chain.task(self.task_id)
+        trainer = self.chain.trainer(self.task_id, self.address)
+        if trainer.stake and (info.status != TaskStatus.OPEN or not trainer.joined):
+            self._track(self.chain.withdraw_stake(self.task_id))
+            self.summary.stake_returned = trainer.stake
+            self._emit("stake_withdrawn", {"amount": trainer.stake})
+
+    def claim(self) -> int:
+        rewards = self._rewards_when_indexed()
+        cumulative = int(rewards["cumulative"])
+        claimed = self.chain.claimed(self.task_id, self.address)
+        if cumulative <= claimed:
+            return 0
+        proof = [bytes.fromhex(p[2:]) for p in rewards["proof"]]
+        self._track(self.chain.claim(self.task_id, cumulative, proof))
+        self.summary.claimed += cumulative - claimed
+        self._emit("claimed", {"amount": cumulative - claimed})
+        return cumulative - claimed
+
+    def _rewards_when_indexed(self, timeout: float = 30.0) -> dict:
+        """The coordinator's proof for the current on-chain root (waits for its indexer)."""
+        root = "0x" + self.chain.task(self.task_id).rewards_root.hex()
+        deadline = time.monotonic() + timeout
+        while True:
+            rewards = self.coordinator.rewards(self.task_id, self.address)
+            if rewards.get("rewards_root", "0x" + "00" * 32) == root or time.monotonic() > deadline:
+                return rewards
+            time.sleep(self.poll_interval)
