@@ -1,1 +1,1 @@
-"""Coordinator service: task API, content store API, round orchestration, aggregation, scoring and settlement."""
+"""Coordinator service: task and store APIs, round orchestration, aggregation, scoring, settlement."""

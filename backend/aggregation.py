@@ -91,12 +91,16 @@ def _check_deltas(deltas: Sequence[Delta]) -> list[str]:
     keys = list(deltas[0].keys())
     for key, tensor in deltas[0].items():
         if not tensor.is_floating_point():
-            raise ValueError(f"delta 0 has {key} of dtype {tensor.dtype}; deltas must be floating point tensors")
+            raise ValueError(
+                f"delta 0 has {key} of dtype {tensor.dtype}; deltas must be floating point tensors"
+            )
     for index, delta in enumerate(deltas[1:], start=1):
         if set(delta.keys()) != set(keys):
             missing = sorted(set(keys) - set(delta.keys()))
             extra = sorted(set(delta.keys()) - set(keys))
-            raise ValueError(f"delta {index} has different tensors than delta 0 (missing {missing}, extra {extra})")
+            raise ValueError(
+                f"delta {index} has different tensors than delta 0 (missing {missing}, extra {extra})"
+            )
         for key in keys:
             if tuple(delta[key].shape) != tuple(deltas[0][key].shape):
                 raise ValueError(
@@ -167,11 +171,13 @@ def fedavg(deltas: Sequence[Delta], num_samples: Sequence[int], *, max_share: fl
     keys = _check_deltas(deltas)
     if len(num_samples) != len(deltas):
         raise ValueError(f"got {len(deltas)} deltas but {len(num_samples)} sample counts")
-    weights = torch.tensor(capped_weights(num_samples, max_share=max_share), dtype=torch.float64)
+    weights = capped_weights(num_samples, max_share=max_share)
     result = {}
     for key in keys:
-        stacked = _stack(deltas, key)
-        mixed = torch.tensordot(weights, stacked, dims=1)
+        # Accumulated one delta at a time (not stacked): memory stays at one float64 copy per key.
+        mixed = torch.zeros(deltas[0][key].shape, dtype=torch.float64)
+        for weight, delta in zip(weights, deltas, strict=True):
+            mixed.add_(delta[key].detach().to(torch.float64), alpha=weight)
         result[key] = _like(deltas[0][key], mixed)
     return result
 
@@ -223,14 +229,18 @@ def krum_scores(deltas: Sequence[Delta], *, f: int) -> list[float]:
     The neighbour count is clamped to [1, n - 1] so that small rounds (n <= f + 2) still rank
     updates by their distance to the closest others; with one delta the score is 0.
     """
-    _check_deltas(deltas)
+    keys = _check_deltas(deltas)
     if f < 0:
         raise ValueError(f"f (the number of Byzantine updates tolerated) must be >= 0, got {f}")
     n = len(deltas)
     if n == 1:
         return [0.0]
-    flat = torch.stack([flatten(delta) for delta in deltas])
-    distances = torch.stack([((flat - flat[i]) ** 2).sum(dim=1) for i in range(n)])
+    # Pairwise squared distances summed key by key, so only one tensor's worth is stacked at a time.
+    distances = torch.zeros((n, n), dtype=torch.float64)
+    for key in keys:
+        stacked = _stack(deltas, key).reshape(n, -1)
+        for i in range(n):
+            distances[i] += ((stacked - stacked[i]) ** 2).sum(dim=1)
     neighbours = min(max(n - f - 2, 1), n - 1)
     scores = []
     for i in range(n):
@@ -239,7 +249,9 @@ def krum_scores(deltas: Sequence[Delta], *, f: int) -> list[float]:
     return scores
 
 
-def multi_krum(deltas: Sequence[Delta], *, f: int, m: int | None = None) -> tuple[dict[str, Tensor], list[int]]:
+def multi_krum(
+    deltas: Sequence[Delta], *, f: int, m: int | None = None
+) -> tuple[dict[str, Tensor], list[int]]:
     """Multi-Krum (Blanchard et al., 2017): the plain mean of the ``m`` deltas with the lowest Krum score.
 
     ``f`` is the number of Byzantine updates to tolerate; ``m`` defaults to ``n - f`` (at least 1).

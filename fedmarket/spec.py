@@ -9,7 +9,9 @@ ships code. The schema checks each field on its own; :func:`fedmarket.models.par
 checks that the layers fit together.
 
 Every spec model forbids unknown fields (a typo must not silently fall back to a default), is
-frozen, and raises :class:`~fedmarket.errors.SpecError` naming the field and the reason.
+frozen, and raises :class:`~fedmarket.errors.SpecError` naming the field and the reason when
+built with its constructor, :meth:`TaskSpec.from_json` or :func:`mlp_spec`. (Pydantic's own
+``model_validate*`` still raise ``ValidationError``, whose message carries the same reasons.)
 """
 
 from __future__ import annotations

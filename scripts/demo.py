@@ -80,7 +80,9 @@ def make_spec(dataset: str, input_dim: int, *, local_epochs: int, seed: int) -> 
         hidden=(128,) if input_dim > 100 else (64,),
         norm_bound=25.0,
         init_seed=seed,
-        training={"local_epochs": local_epochs, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.5},
+        training={"local_epochs": local_epochs, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
+        # Honest but label-skewed trainers can score slightly negative; a scaled attack scores far lower.
+        scoring={"base_share": 0.2, "harm_threshold": -0.2},
     )
 
 

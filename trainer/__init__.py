@@ -1,1 +1,1 @@
-"""Trainer node: local training (plain PyTorch), data loading, and the CLI loop that wires them to the protocol."""
+"""Trainer node: local training (plain PyTorch), data loading, and the CLI that wires them to the protocol."""

@@ -137,6 +137,8 @@ def run(
     node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker)
     summary = _guard(node.run)
     node.state.write_summary(summary)
+    if summary.ejected:
+        console.print("[red]this node's update was rejected and its stake slashed; see `fedmarket-trainer status`[/red]")
     console.print(
         f"[green]task {task_id} done[/green]: revealed in rounds {summary.rounds_revealed}, "
         f"claimed {tokens(summary.claimed)} FMT, stake returned {tokens(summary.stake_returned)} FMT, gas {summary.gas_used:,}"
@@ -232,6 +234,8 @@ def _print_event(kind: str, info: dict) -> None:
         console.print(f"[yellow]round {info['round']}: missed ({info['reason']})[/yellow]")
     elif kind == "joined":
         console.print(f"joined, staked {tokens(info['stake'])} FMT")
+    elif kind == "ejected":
+        console.print(f"[red]rejected and slashed in round {info['round']}: no longer in the task[/red]")
     elif kind == "claimed":
         console.print(f"[green]claimed {tokens(info['amount'])} FMT[/green]")
     elif kind == "stake_withdrawn":

@@ -56,7 +56,8 @@ def load_local_data(path: str | Path, spec: Any) -> LocalData:
     if path.suffix.lower() == other:
         raise DataMismatchError(
             f"{path.name} looks like a {other[1:]} file, but the task expects {fmt} data: "
-            f"convert it to {fmt}" + (f" with a label column {spec.data.label_column!r}" if fmt == "csv" else "")
+            f"convert it to {fmt}"
+            + (f" with a label column {spec.data.label_column!r}" if fmt == "csv" else "")
         )
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
@@ -67,7 +68,9 @@ def load_local_data(path: str | Path, spec: Any) -> LocalData:
     return check_local_data(features, labels, spec, source=path.name)
 
 
-def check_local_data(features: np.ndarray, labels: np.ndarray, spec: Any, *, source: str = "the data") -> LocalData:
+def check_local_data(
+    features: np.ndarray, labels: np.ndarray, spec: Any, *, source: str = "the data"
+) -> LocalData:
     """Scale, reshape and check raw arrays against the spec; the checks of :func:`load_local_data`."""
     features = np.asarray(features)
     labels = np.asarray(labels)
@@ -112,21 +115,25 @@ def _labels(labels: np.ndarray, *, n: int, num_classes: int, source: str) -> np.
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise DataMismatchError(
-            f"{source} has labels of shape {labels.shape}; the task expects one class index per sample, shape ({n},)"
+            f"{source} has labels of shape {labels.shape}; "
+            f"the task expects one class index per sample, shape ({n},)"
         )
     if len(labels) != n:
-        raise DataMismatchError(f"{source} has {n} samples but {len(labels)} labels; each sample needs one label")
+        raise DataMismatchError(
+            f"{source} has {n} samples but {len(labels)} labels; each sample needs one label"
+        )
     if labels.dtype.kind == "b" or labels.dtype.kind not in "iuf":
         raise DataMismatchError(
-            f"{source} has labels of type {labels.dtype}; the task expects integer class indices 0..{num_classes - 1}"
+            f"{source} has labels of type {labels.dtype}; "
+            f"the task expects integer class indices 0..{num_classes - 1}"
         )
     if labels.dtype.kind == "f":
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DataMismatchError(
-                f"{source} has label {labels[first]} (sample {first}); the task expects integer class indices "
-                f"0..{num_classes - 1}"
+                f"{source} has label {labels[first]} (sample {first}); "
+                f"the task expects integer class indices 0..{num_classes - 1}"
             )
     outside = (labels < 0) | (labels >= num_classes)
     if outside.any():
@@ -145,7 +152,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             feature_name = "X" if "X" in names else "x" if "x" in names else None
             if feature_name is None or "y" not in names:
                 raise DataMismatchError(
-                    f"{path.name} holds arrays {names}; the task expects an npz with features 'X' and labels 'y'"
+                    f"{path.name} holds arrays {names}; "
+                    "the task expects an npz with features 'X' and labels 'y'"
                 )
             return archive[feature_name], archive["y"]
     except DataMismatchError:
@@ -153,7 +161,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as exc:  # object arrays (pickles) are refused by allow_pickle=False
         raise DataMismatchError(f"{path.name} cannot be read as plain numeric npz arrays: {exc}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataMismatchError(f"{path.name} is not a readable npz archive ({exc}); the task expects npz data") from exc
+        raise DataMismatchError(
+            f"{path.name} is not a readable npz archive ({exc}); the task expects npz data"
+        ) from exc
 
 
 def _read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +182,9 @@ def _read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
-            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8-sig")
+            table = np.loadtxt(
+                path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8-sig"
+            )
     except ValueError as exc:
         reason = str(exc).split(";")[0]  # drop numpy's advice about `usecols`, which is not for our users
         raise DataMismatchError(
@@ -182,7 +194,9 @@ def _read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]
     if table.size == 0:
         raise DataMismatchError(f"{path.name} has a header but no samples")
     if table.shape[1] != len(columns):
-        raise DataMismatchError(f"{path.name} has {table.shape[1]} values per row but {len(columns)} header columns")
+        raise DataMismatchError(
+            f"{path.name} has {table.shape[1]} values per row but {len(columns)} header columns"
+        )
     label_index = columns.index(label_column)
     labels = table[:, label_index]
     features = np.delete(table, label_index, axis=1)

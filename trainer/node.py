@@ -62,6 +62,7 @@ class NodeSummary:
     stake_returned: int = 0
     gas_used: int = 0
     epsilon: float | None = None
+    ejected: bool = False  # rejected (slashed) and removed from the task by the coordinator
 
 
 class StateDir:
@@ -171,7 +172,10 @@ class TrainerNode:
             if info.status != TaskStatus.OPEN:
                 break
             if not self.chain.trainer(self.task_id, self.address).joined:
-                raise NodeError(f"{self.address} is no longer in task {self.task_id} (rejected and slashed?)")
+                # Rejected and slashed: what was earned before stays claimable, the rest of the stake too.
+                self.summary.ejected = True
+                self._emit("ejected", {"round": info.current_round})
+                break
             if not self.step(info.current_round, spec):
                 time.sleep(self.poll_interval)
         if claim:

@@ -46,7 +46,7 @@ class PrivacySettingsLike(Protocol):
 
 @dataclass
 class LocalData:
-    """A trainer's samples: features ``X`` (float32, shape ``(n, *input_shape)``) and labels ``y`` (int64, ``(n,)``)."""
+    """Local samples: features ``X`` (float32, ``(n, *input_shape)``), labels ``y`` (int64, ``(n,)``)."""
 
     X: np.ndarray
     y: np.ndarray
@@ -88,7 +88,7 @@ class EvalResult:
 
 
 def make_optimizer(parameters, settings: TrainingSettingsLike) -> torch.optim.Optimizer:
-    """SGD (with the settings' momentum and weight decay) or Adam (weight decay), at the settings' learning rate."""
+    """SGD (with momentum and weight decay) or Adam (with weight decay), at the settings' learning rate."""
     match settings.optimizer:
         case "sgd":
             return torch.optim.SGD(
@@ -129,7 +129,8 @@ def train(
         raise ValueError("no local samples to train on")
     if settings.local_epochs < 1 or settings.batch_size < 1:
         raise ValueError(
-            f"need local_epochs >= 1 and batch_size >= 1, got {settings.local_epochs} and {settings.batch_size}"
+            "need local_epochs >= 1 and batch_size >= 1, "
+            f"got {settings.local_epochs} and {settings.batch_size}"
         )
     device = _device_of(model)
     features, labels = data.tensors()
@@ -142,10 +143,14 @@ def train(
         optimizer = make_optimizer(model.parameters(), settings)
         model.train()
         if privacy is None:
-            loss = _run_epochs(model, loader, optimizer, epochs=settings.local_epochs, device=device, on_epoch=on_epoch)
+            loss = _run_epochs(
+                model, loader, optimizer, epochs=settings.local_epochs, device=device, on_epoch=on_epoch
+            )
             epsilon = None
         else:
-            loss, epsilon = _train_private(model, loader, optimizer, settings, privacy, device=device, on_epoch=on_epoch)
+            loss, epsilon = _train_private(
+                model, loader, optimizer, settings, privacy, device=device, on_epoch=on_epoch
+            )
     model.zero_grad(set_to_none=True)
     return TrainResult(num_samples=len(data), loss=loss, epsilon=epsilon)
 

@@ -36,6 +36,10 @@ contract MockReentrantToken is ERC20, ERC20Permit {
         armed = true;
     }
 
+    function disarm() external {
+        armed = false;
+    }
+
     /// @notice Lets this contract act as an account (approve, join, claim...) in the tests.
     function execute(address to, bytes calldata callData) external returns (bytes memory) {
         (bool ok, bytes memory result) = to.call(callData);

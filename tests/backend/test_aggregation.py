@@ -206,7 +206,9 @@ def test_multi_krum_rejects_m_out_of_range():
         ("krum", [2.0], [0, 1, 2, 3]),
     ],
 )
-def test_aggregate_dispatches_on_the_method_and_reports_who_contributed(method, expected_w, expected_selected):
+def test_aggregate_dispatches_on_the_method_and_reports_who_contributed(
+    method, expected_w, expected_selected
+):
     settings = AggregationSettings(method=method, trim_ratio=0.2, krum_f=1, max_weight_share=1.0)
     result = aggregate(POINTS, [10] * 5, settings)
     assert isinstance(result, AggregationResult)

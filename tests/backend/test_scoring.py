@@ -38,7 +38,8 @@ def test_an_update_pointing_the_wrong_way_gets_a_negative_value():
 
 def test_a_single_update_is_valued_against_the_unchanged_model():
     # loss(zero delta) = 2, loss(with it) = 0
-    assert leave_one_out_values([w(1, 1)], [3], settings=FEDAVG, loss_of=quadratic_loss) == pytest.approx([2.0])
+    values = leave_one_out_values([w(1, 1)], [3], settings=FEDAVG, loss_of=quadratic_loss)
+    assert values == pytest.approx([2.0])
 
 
 def test_leave_one_out_uses_the_tasks_aggregator():
@@ -46,7 +47,8 @@ def test_leave_one_out_uses_the_tasks_aggregator():
     # Median: (1, 1) with all four, and (1, 1) whichever one is left out -> every value is 0; the
     # robust rule already ignores the outlier, so leaving it out changes nothing.
     median = AggregationSettings(method="median")
-    assert leave_one_out_values(deltas, [1] * 4, settings=median, loss_of=quadratic_loss) == pytest.approx([0.0] * 4)
+    median_values = leave_one_out_values(deltas, [1] * 4, settings=median, loss_of=quadratic_loss)
+    assert median_values == pytest.approx([0.0] * 4)
     # FedAvg lets the outlier pull the mean to (-0.45, -0.45): leaving it out helps a lot.
     fedavg_values = leave_one_out_values(deltas, [1] * 4, settings=FEDAVG, loss_of=quadratic_loss)
     all_loss = 2 * 1.45**2

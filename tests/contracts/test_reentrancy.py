@@ -129,6 +129,7 @@ def test_withdraw_stake_reentering_withdraw_stake_reverts_reentrancy_guard(hooke
     assert error.name == "ReentrancyGuardReentrantCall"
     assert hooked.held() == held == STAKE
     assert hooked.driver.get_trainer(task_id, hooked.address)["stake"] == STAKE
+    hooked.chain.tx(hooked.deployer, hooked.token.functions.disarm())
     hooked.act("withdrawStake", [task_id])  # unarmed, it pays once
     assert hooked.held() == 0
 

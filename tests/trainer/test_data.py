@@ -13,7 +13,9 @@ from fedmarket.spec import DataFormat, TaskSpec, mlp_spec
 from trainer.data import DataMismatchError, load_local_data
 
 NPZ_SPEC = mlp_spec(name="tabular", input_dim=4, num_classes=3)
-CSV_SPEC = mlp_spec(name="tabular", input_dim=4, num_classes=3, data=DataFormat(format="csv", label_column="class"))
+CSV_SPEC = mlp_spec(
+    name="tabular", input_dim=4, num_classes=3, data=DataFormat(format="csv", label_column="class")
+)
 IMAGE_SPEC = TaskSpec(
     name="images",
     input_shape=(1, 2, 2),
@@ -82,7 +84,8 @@ def test_samples_missing_a_channel_axis_are_reshaped_to_the_input_shape(tmp_path
 
 def test_wrong_feature_count_names_both_shapes(tmp_path):
     X, y = sample_arrays()
-    with pytest.raises(DataMismatchError, match=r"task expects samples of shape \(4,\), train.npz has \(3,\)"):
+    expected = r"task expects samples of shape \(4,\), train.npz has \(3,\)"
+    with pytest.raises(DataMismatchError, match=expected):
         load_local_data(save_npz(tmp_path / "train.npz", X[:, :3], y), NPZ_SPEC)
 
 
@@ -135,7 +138,8 @@ def test_feature_overflowing_float32_is_refused(tmp_path):
 
 def test_csv_without_the_label_column_names_the_column_and_what_it_has(tmp_path):
     path = write_csv(tmp_path / "train.csv", "a,b,label,c,d\n1,2,0,3,4\n")
-    with pytest.raises(DataMismatchError, match=r"no column named 'class' \(its columns: a, b, label, c, d\)"):
+    expected = r"no column named 'class' \(its columns: a, b, label, c, d\)"
+    with pytest.raises(DataMismatchError, match=expected):
         load_local_data(path, CSV_SPEC)
 
 
