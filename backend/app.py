@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 
 from backend.errors import install_error_handlers
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        torch.set_num_threads(settings.torch_threads)
         services = Services.build(settings)
         services.indexer.sync()  # catch up from the last indexed block before serving
         if settings.run_orchestrators:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_signature_age: int = 3600  # seconds an owner's upload signature may be valid for
     poll_interval: float = 0.5  # seconds between chain polls of the orchestrator and indexer
     run_orchestrators: bool = True  # off for an API-only replica
+    # Scoring evaluates small models many times: one thread avoids oversubscribing a shared host
+    # (two busy processes with two threads each run ~40x slower than with one).
+    torch_threads: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
     port: int = 8000
 

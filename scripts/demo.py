@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -136,10 +137,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.monotonic()
     processes = Processes()
     with ExitStack() as stack:
-        stack.callback(processes.stop)
         console.rule(f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
                      + (f", attacker {args.attacker}" if args.attacker else ""))
         anvil = stack.enter_context(Anvil(log_path=workdir / "anvil.log"))
+        stack.callback(processes.stop)  # runs before Anvil stops: nothing logs a lost chain
         from web3 import Web3
 
         w3 = Web3(Web3.HTTPProvider(anvil.url))
@@ -294,6 +295,7 @@ def print_report(report: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(1)  # the baseline shares two cores with the coordinator and the trainers
     with ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmarket-demo-")))
         workdir.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,18 @@
 
 Connection settings come from options or the environment: FEDMARKET_RPC_URL,
 FEDMARKET_DEPLOYMENT_FILE, FEDMARKET_COORDINATOR_URL, FEDMARKET_TRAINER_KEY (the key signs
-locally and is never sent anywhere), FEDMARKET_STATE_DIR.
+locally and is never sent anywhere), FEDMARKET_STATE_DIR, FEDMARKET_TORCH_THREADS (default 1).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from eth_account import Account
 from rich.console import Console
@@ -244,6 +246,8 @@ def _print_event(kind: str, info: dict) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
+    # Small models train fastest on one thread, and several nodes may share a host.
+    torch.set_num_threads(int(os.environ.get("FEDMARKET_TORCH_THREADS", "1")))
     app()
 
 
