@@ -13,13 +13,14 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo gas compile deploy clean help
+.PHONY: setup test demo gas compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
 	@echo "make test   - run every test (starts its own Anvil)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
-	@echo "make compile, make deploy (to a running devnet, see README), make clean"
+	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
+	@echo "make compile, make clean"
 
 setup: $(SETUP_STAMP)
 
@@ -46,8 +47,14 @@ demo: setup
 gas: setup
 	$(PY) scripts/gas_report.py
 
+devnet: setup
+	$(PY) -m fedmarket.devnet --port 8545
+
 deploy: setup
-	$(VENV)/bin/ape run deploy --network ethereum:local:foundry
+	$(VENV)/bin/ape run deploy --network ethereum:local:foundry --fund 8
+
+coordinator: setup
+	$(VENV)/bin/fedmarket-coordinator
 
 clean:
 	rm -rf build .build .cache .solcx .pytest_cache .hypothesis

@@ -58,6 +58,10 @@ class CoordinatorClient:
     def health(self) -> dict:
         return self._request("GET", "/healthz")
 
+    def info(self) -> dict:
+        """The coordinator's address (the `coordinator` of task terms), chain id and market."""
+        return self._request("GET", "/v1/info")
+
     def tasks(self, status: str | None = None) -> list[dict]:
         return self._request("GET", "/v1/tasks", params={"status": status} if status else None)["tasks"]
 

@@ -15,18 +15,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmarket.errors import FedmarketError
+from fedmarket.errors import CompilationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLC_VERSION = "0.8.28"  # pinned in package.json (npm `solc`) and ape-config.yaml
 EVM_VERSION = "cancun"  # transient storage for ReentrancyGuardTransient
 OPTIMIZER_RUNS = 200
 CONTRACTS_DIR = "contracts"
-CACHE_PATH = REPO_ROOT / "build" / "contracts.json"
-
-
-class CompilationError(FedmarketError):
-    """The Solidity sources did not compile; the message carries solc's errors."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +97,7 @@ def compile_contracts(root: Path = REPO_ROOT, *, cache_path: Path | None = None)
 
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"fingerprint": fingerprint, "artifacts": {n: {"abi": a.abi, "bytecode": a.bytecode} for n, a in artifacts.items()}}
-    tmp = cache_path.with_suffix(".tmp")
+    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")  # concurrent compiles never collide
     tmp.write_text(json.dumps(payload))
     tmp.replace(cache_path)
     return artifacts

@@ -115,3 +115,25 @@ class Anvil:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def main() -> None:
+    """`python -m fedmarket.devnet [--port 8545]`: a devnet in the foreground until Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run a local Anvil devnet (chain id 31337, dev mnemonic).")
+    parser.add_argument("--port", type=int, default=8545)
+    parser.add_argument("--accounts", type=int, default=DEFAULT_ACCOUNTS)
+    parser.add_argument("--block-time", type=float, default=None, help="seconds per block (default: per transaction)")
+    args = parser.parse_args()
+    with Anvil(port=args.port, accounts=args.accounts, block_time=args.block_time) as node:
+        print(f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; Ctrl-C stops it")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ generic callers (argument parsers, web frameworks) treat them as bad input, not 
     ├── CodecError (ValueError)        bytes are not a valid update/model blob
     │   ├── UpdateMismatchError        tensor names, shapes, dtypes or metadata differ
     │   └── NonFiniteUpdateError       a tensor holds NaN or infinity
+    ├── CompilationError               the Solidity sources did not compile (solc's errors inside)
     └── ChainError                     talking to the chain failed
         ├── ContractRevert             a contract call reverted with a custom error
         ├── TransactionFailed          a transaction was not mined or failed
@@ -33,6 +34,7 @@ __all__ = [
     "BlobTooLargeError",
     "ChainError",
     "CodecError",
+    "CompilationError",
     "ContractRevert",
     "CorruptBlobError",
     "DeploymentNotFoundError",
@@ -139,6 +141,10 @@ class UpdateMismatchError(CodecError):
 
 class NonFiniteUpdateError(CodecError):
     """A tensor holds NaN or infinity; one such value would poison every aggregate it enters."""
+
+
+class CompilationError(FedmarketError):
+    """The Solidity sources did not compile; the message carries solc's errors."""
 
 
 # --- chain ---------------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ class PrivacySettings(_SpecModel):
 
 
 class DataFormat(_SpecModel):
-    """How trainers lay out their local data: ``npz`` arrays ``x``/``y`` or a CSV with a label column.
+    """How trainers lay out their local data: ``npz`` arrays ``X``/``y`` or a CSV with a label column.
 
     Features are multiplied by ``feature_scale`` on load (e.g. 1/255 for 8-bit pixels), so every
     trainer feeds the model the same range.

@@ -41,7 +41,8 @@ from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E4
 from fedmarket.devnet import Anvil, dev_account, free_port  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.protocol import TaskStatus, TaskTerms  # noqa: E402
-from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
+from fedmarket.spec import TaskSpec  # noqa: E402
+from scripts.post_task import digit_task_spec  # noqa: E402
 from trainer.attacks import ATTACKS  # noqa: E402
 from trainer.training import LocalData, evaluate, train  # noqa: E402
 
@@ -70,21 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
-
-
-def make_spec(dataset: str, input_dim: int, *, local_epochs: int, seed: int) -> TaskSpec:
-    return mlp_spec(
-        name=f"{dataset}-mlp",
-        description=f"Classify {dataset} images (flattened) into 10 digits.",
-        input_dim=input_dim,
-        num_classes=10,
-        hidden=(128,) if input_dim > 100 else (64,),
-        norm_bound=25.0,
-        init_seed=seed,
-        training={"local_epochs": local_epochs, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
-        # Honest but label-skewed trainers can score slightly negative; a scaled attack scores far lower.
-        scoring={"base_share": 0.2, "harm_threshold": -0.2},
-    )
 
 
 def centralized_accuracy(spec: TaskSpec, train_data: LocalData, validation: LocalData, *, epochs: int, seed: int) -> float:
@@ -177,7 +163,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         parts = dirichlet_split(y_train, parts=args.trainers, alpha=args.alpha, seed=args.seed, min_size=20)
         data_files = [save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p]) for i, p in enumerate(parts)]
 
-        spec = make_spec(args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed)
+        spec = digit_task_spec(args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed)
         terms = TaskTerms(
             spec_hash=spec.spec_hash(), coordinator=coordinator_account.address, rounds=args.rounds,
             min_trainers=max(1, args.trainers // 2), max_trainers=args.trainers, slash_bps=5000,

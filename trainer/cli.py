@@ -29,6 +29,7 @@ from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient, CoordinatorError
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.protocol import TaskStatus
+from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
 from trainer.attacks import ATTACKS, attack
 from trainer.data import load_local_data
@@ -98,6 +99,7 @@ def tasks(
     """Open tasks: reward pool, rounds, stake, trainers joined, phase."""
     chain = _chain(rpc_url, deployment, need_key=False)
     table = Table("task", "name", "reward pool", "rounds", "stake", "trainers", "phase")
+    store = HttpStore(coordinator)
     with CoordinatorClient(coordinator) as api:
         try:
             listed = api.tasks(status="open")
@@ -108,7 +110,7 @@ def tasks(
         if info.status != TaskStatus.OPEN:
             continue
         table.add_row(
-            str(info.task_id), item.get("spec_cid", "")[:16] + "...", tokens(info.terms.reward_pool),
+            str(info.task_id), TaskSpec.from_json(store.get(item["spec_cid"])).name, tokens(info.terms.reward_pool),
             f"{info.current_round}/{info.terms.rounds}", tokens(info.terms.min_stake),
             f"{info.trainer_count}/{info.terms.max_trainers}", chain.phase(info.task_id).name.lower(),
         )  # fmt: skip

@@ -32,3 +32,14 @@ def healthz(db: DbDep, chain: ChainDep, store: StoreDep) -> JSONResponse:
         checks["store"] = f"error: {exc}"
     healthy = all(v.startswith("ok") for v in checks.values())
     return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
+
+
+@router.get("/v1/info", summary="Who this coordinator is: its address (put it in task terms), chain and market")
+def info(chain: ChainDep) -> dict:
+    return {
+        "coordinator": chain.address,
+        "chain_id": chain.deployment.chain_id,
+        "market": chain.market_address,
+        "token": chain.token_address,
+        "deploy_block": chain.deployment.deploy_block,
+    }
