@@ -1,0 +1,491 @@
+"""`make bench`: what the protocol costs per round, next to the training it coordinates.
+
+For each number of trainers N (default 5, 20, 50) this runs one task on a real Anvil devnet with
+the real coordinator code and the real SDK, **all in one process** and one after another:
+
+- the coordinator is a :class:`backend.orchestrator.TaskOrchestrator` over a ``DirectoryStore``
+  in a temp dir and a migrated SQLite ``Database``, driven by calling ``step()`` (start the round,
+  then decide and finalize it) instead of its polling thread;
+- each trainer is a plain loop over the SDK with its own ``MarketClient``: read the round's
+  model hash, fetch and decode the global model, train a tiny MLP (digits, 64 -> 16 -> 10) for
+  one epoch on its own 30 samples, encode the update, commit; then upload and reveal. Trainers
+  write into the coordinator's store directly (a real node goes through the HTTP store API) and
+  never poll (a real node checks the phase before acting).
+
+Every round is timed end to end (the trainers run one after another, so the wall time is the
+sum of every part, not what parallel trainers on their own machines would see) and split into:
+
+    training     trainer local training (sum over trainers; max and mean per trainer also kept)
+    chain_tx     commit + reveal (trainers), startRound + finalizeRound (coordinator): build,
+                 estimate gas, sign, send, wait for the receipt
+    chain_reads  view calls and event logs, both sides
+    storage      blob puts/gets/has, both sides (model download, update upload, coordinator reads,
+                 new model and report writes)
+    codec        trainer model decode + update encode; coordinator update verification
+    aggregation  the coordinator's final aggregate (report timing ``aggregation``)
+    scoring      leave-one-out values + before/after evaluation (report ``scoring`` + ``evaluation``)
+    other        the rest of the round: Merkle tree, round report JSON, DB writes, model builds
+
+Scaling to keep in mind: leave-one-out scoring evaluates the owner's validation split N + 1 times
+and aggregates N updates N + 1 times (O(N) evaluations, O(N^2) tensor arithmetic), so the
+validation split is kept small (200 samples). The first round of each task is a warm-up (cold
+caches and storage slots) and is not counted; the figures are medians over the measured rounds.
+
+Writes reports/bench.json and prints the tables. Gas comes from the receipts:
+
+    python bench/protocol_overhead.py [--sizes 5 20 50] [--rounds 3] [--samples 30] [--validation 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from backend.db import Database  # noqa: E402
+from backend.orchestrator import TaskOrchestrator, validation_path  # noqa: E402
+from fedmarket.chain import MarketClient  # noqa: E402
+from fedmarket.cid import cid_from_digest, digest_of  # noqa: E402
+from fedmarket.codec import decode_model, encode_update, state_delta  # noqa: E402
+from fedmarket.contracts import compile_contracts  # noqa: E402
+from fedmarket.datasets import load_dataset, save_npz  # noqa: E402
+from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
+from fedmarket.devnet import Anvil, dev_account  # noqa: E402
+from fedmarket.models import build_model  # noqa: E402
+from fedmarket.protocol import TaskTerms, make_commitment, new_salt  # noqa: E402
+from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
+from fedmarket.store import DirectoryStore  # noqa: E402
+from scripts.gas_report import TARGETS as GAS_TARGETS  # noqa: E402
+from trainer.training import LocalData, train  # noqa: E402
+
+REPORT_PATH = REPO_ROOT / "reports" / "bench.json"
+OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts, as in the demo
+MIN_STAKE = 10 * ONE_TOKEN
+REWARD_POOL = 1_000 * ONE_TOKEN
+CATEGORIES = ("training", "chain_tx", "chain_reads", "storage", "codec", "aggregation", "scoring", "other")
+
+
+# ------------------------------------------------------------------------------------ timing
+
+
+class Stopwatch:
+    """Seconds per category. A span opened inside another is not counted again (a store method
+    that calls another store method, a transaction that reads the chain), so categories never overlap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._open = False
+
+    @contextmanager
+    def span(self, category: str) -> Iterator[None]:
+        if self._open:
+            yield
+            return
+        self._open = True
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[category] += time.perf_counter() - started
+            self._open = False
+
+    def take(self) -> dict[str, float]:
+        """What was measured since the last take, and start again from zero."""
+        taken = dict(self.seconds)
+        self.seconds.clear()
+        return taken
+
+
+class TimedMarketClient(MarketClient):
+    """A MarketClient that books its chain I/O on a stopwatch and keeps each transaction's gas.
+
+    Hooks the client's two choke points (every write goes through ``_transact``, every view
+    through ``_call``) plus ``iter_events``; nothing else changes.
+    """
+
+    def __init__(self, *args, watch: Stopwatch, **kwargs) -> None:
+        self.watch = watch
+        self.gas: list[tuple[str, int]] = []  # (function, gas used), in sending order
+        super().__init__(*args, **kwargs)
+
+    def _transact(self, fn, events):
+        with self.watch.span("chain_tx"):
+            result = super()._transact(fn, events)
+        self.gas.append((fn.fn_name, result.gas_used))
+        return result
+
+    def _call(self, fn, block="latest"):
+        with self.watch.span("chain_reads"):
+            return super()._call(fn, block)
+
+    def iter_events(self, *args, **kwargs):
+        with self.watch.span("chain_reads"):  # read the pages now, so the time lands here
+            return iter(list(super().iter_events(*args, **kwargs)))
+
+
+class TimedStore(DirectoryStore):
+    """A DirectoryStore whose reads and writes are booked as ``storage``."""
+
+    def __init__(self, root: Path, *, watch: Stopwatch) -> None:
+        super().__init__(root)
+        self.watch = watch
+
+    def put(self, data) -> str:
+        with self.watch.span("storage"):
+            return super().put(data)
+
+    def get(self, cid: str) -> bytes:
+        with self.watch.span("storage"):
+            return super().get(cid)
+
+    def has(self, cid: str) -> bool:
+        with self.watch.span("storage"):
+            return super().has(cid)
+
+
+# ------------------------------------------------------------------------------------ actors
+
+
+@dataclass
+class SimulatedTrainer:
+    """A trainer node reduced to its protocol steps, with the SDK called directly."""
+
+    chain: TimedMarketClient
+    data: LocalData
+    pending: tuple[bytes, bytes, bytes] | None = None  # update blob, hash, salt until revealed
+
+    @property
+    def address(self) -> str:
+        return self.chain.address
+
+    def train_and_commit(self, task_id: int, round_no: int, spec: TaskSpec, store: TimedStore, *, seed: int) -> float:
+        """Fetch the global model, train, encode, commit; returns the seconds spent training."""
+        watch = self.chain.watch
+        model_hash = self.chain.round(task_id, round_no).model_hash
+        blob = store.get(cid_from_digest(model_hash))
+        with watch.span("codec"):
+            model = build_model(spec)
+            global_state = decode_model(blob, model=model)
+            model.load_state_dict(global_state)
+        started = time.perf_counter()
+        result = train(model, self.data, spec.training, seed=seed)
+        training = time.perf_counter() - started
+        with watch.span("codec"):
+            delta = state_delta(model.state_dict(), global_state)
+            update = encode_update(
+                delta, task_id=task_id, round=round_no, trainer=self.address, num_samples=result.num_samples
+            )
+            update_hash, salt = digest_of(update), new_salt()
+        self.chain.commit(task_id, make_commitment(task_id, round_no, self.address, update_hash, salt))
+        self.pending = (update, update_hash, salt)
+        return training
+
+    def upload_and_reveal(self, task_id: int, store: TimedStore) -> None:
+        update, update_hash, salt = self.pending
+        store.put(update)
+        self.chain.reveal(task_id, update_hash, salt)
+        self.pending = None
+
+
+@dataclass
+class RoundSample:
+    """Measurements of one round."""
+
+    wall: float
+    training: list[float]  # per trainer
+    trainer: dict[str, float]  # stopwatch categories, all trainers together
+    coordinator: dict[str, float]  # stopwatch categories + report timings
+    start_step: float
+    finalize_step: float
+    gas: dict[str, list[int]] = field(default_factory=dict)
+
+
+def make_spec(*, seed: int) -> TaskSpec:
+    return mlp_spec(
+        name="bench-digits-mlp",
+        description="Protocol-overhead benchmark: a tiny MLP on scikit-learn digits.",
+        input_dim=64,
+        num_classes=10,
+        hidden=(16,),
+        norm_bound=100.0,
+        init_seed=seed,
+        training={"local_epochs": 1, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.1},
+        # No update is ever rejected as harmful: every measured round keeps all N trainers.
+        scoring={"base_share": 0.2, "harm_threshold": -1e6},
+    )
+
+
+class Bench:
+    def __init__(self, *, anvil_url: str, workdir: Path, args: argparse.Namespace) -> None:
+        from web3 import Web3
+
+        self.args = args
+        self.w3 = Web3(Web3.HTTPProvider(anvil_url))
+        artifacts = compile_contracts()
+        deployer = dev_account(0)
+        self.deployment = deploy_market(self.w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
+        trainer_accounts = [dev_account(FIRST_TRAINER_INDEX + i) for i in range(max(args.sizes))]
+        fund_accounts(self.w3, self.deployment, deployer, [dev_account(OWNER_INDEX).address], tokens=REWARD_POOL * len(args.sizes))
+        fund_accounts(self.w3, self.deployment, deployer, [t.address for t in trainer_accounts], tokens=MIN_STAKE * len(args.sizes))
+
+        self.coordinator_watch, self.trainer_watch = Stopwatch(), Stopwatch()
+        self.store = TimedStore(workdir / "blobs", watch=self.coordinator_watch)
+        self.trainer_store = TimedStore(workdir / "blobs", watch=self.trainer_watch)  # same directory
+        self.db = Database(f"sqlite:///{workdir / 'coordinator.db'}")
+        self.db.migrate()
+        self.private_dir = workdir / "private"
+        self.coordinator = self._client(dev_account(COORDINATOR_INDEX), self.coordinator_watch)
+        self.owner = MarketClient(self.w3, self.deployment, dev_account(OWNER_INDEX))
+
+        # Disjoint IID shares of digits: the owner's validation split, then `samples` per trainer.
+        X, y = load_dataset("digits")
+        order = np.random.default_rng(args.seed).permutation(len(y))
+        needed = args.validation + args.samples * len(trainer_accounts)
+        if needed > len(y):
+            raise SystemExit(f"digits has {len(y)} samples; {needed} needed: lower --samples or --validation")
+        self.validation = (X[order[: args.validation]], y[order[: args.validation]])
+        self.trainers = []
+        for i, account in enumerate(trainer_accounts):
+            share = order[args.validation + i * args.samples : args.validation + (i + 1) * args.samples]
+            self.trainers.append(SimulatedTrainer(self._client(account, self.trainer_watch), LocalData(X[share], y[share])))
+
+    def _client(self, account, watch: Stopwatch) -> TimedMarketClient:
+        return TimedMarketClient(self.w3, self.deployment, account, watch=watch)
+
+    def create_task(self, size: int, spec: TaskSpec) -> int:
+        self.store.put(spec.to_canonical_json())
+        terms = TaskTerms(
+            # One round more than played: the task's last round also refunds the pool to the owner,
+            # a once-per-task cost that would skew finalizeRound's per-round gas.
+            spec_hash=spec.spec_hash(), coordinator=self.coordinator.address, rounds=self.args.rounds + 2,
+            min_trainers=size, max_trainers=size, slash_bps=1000, commit_window=3600, reveal_window=3600,
+            reward_pool=REWARD_POOL, min_stake=MIN_STAKE,
+        )  # fmt: skip
+        task_id = self.owner.create_task(terms).task_id
+        save_npz(validation_path(self.private_dir, task_id), *self.validation)
+        for trainer in self.trainers[:size]:
+            trainer.chain.join(task_id)
+        return task_id
+
+    def run_size(self, size: int) -> list[RoundSample]:
+        spec = make_spec(seed=self.args.seed)
+        task_id = self.create_task(size, spec)
+        orchestrator = TaskOrchestrator(
+            task_id=task_id, chain=self.coordinator, store=self.store, db=self.db, private_dir=self.private_dir
+        )
+        samples = []
+        for round_no in range(1, self.args.rounds + 2):
+            sample = self.play_round(orchestrator, task_id, round_no, spec, self.trainers[:size])
+            if round_no > 1:  # round 1 warms caches and first-time storage slots
+                samples.append(sample)
+            print(f"  N={size:<3} round {round_no}{' (warm-up)' if round_no == 1 else ''}: {sample.wall:6.2f} s", flush=True)
+        return samples
+
+    def play_round(self, orchestrator, task_id: int, round_no: int, spec: TaskSpec, trainers) -> RoundSample:
+        self.coordinator_watch.take(), self.trainer_watch.take()
+        gas_before = {t.address: len(t.chain.gas) for t in trainers}
+        coordinator_gas_before = len(self.coordinator.gas)
+        round_started = time.perf_counter()
+
+        started = time.perf_counter()
+        result = orchestrator.step()
+        start_step = time.perf_counter() - started
+        if result.action != "started":
+            raise RuntimeError(f"round {round_no}: orchestrator did {result.action} {result.detail}, expected a start")
+
+        training = [
+            t.train_and_commit(task_id, round_no, spec, self.trainer_store, seed=self.args.seed + 1000 * round_no + i)
+            for i, t in enumerate(trainers)
+        ]
+        for trainer in trainers:
+            trainer.upload_and_reveal(task_id, self.trainer_store)
+
+        started = time.perf_counter()
+        result = orchestrator.step()
+        finalize_step = time.perf_counter() - started
+        wall = time.perf_counter() - round_started
+        if result.action != "finalized":
+            raise RuntimeError(f"round {round_no}: orchestrator did {result.action} {result.detail}, expected a finalize")
+
+        coordinator = self.coordinator_watch.take()
+        trainer_side = self.trainer_watch.take()
+        report = self.round_report(task_id, round_no)  # read after the clocks stopped
+        timings = report["timings"]
+        coordinator.update({k: timings[k] for k in ("verify", "scoring", "aggregation", "evaluation")})
+        if report["metrics"]["accepted"] != len(trainers):
+            raise RuntimeError(f"round {round_no}: {report['metrics']['rejected']} updates rejected; the bench expects none")
+
+        gas: dict[str, list[int]] = defaultdict(list)
+        for trainer in trainers:
+            for name, used in trainer.chain.gas[gas_before[trainer.address]:]:
+                gas[name].append(used)
+        for name, used in self.coordinator.gas[coordinator_gas_before:]:
+            gas[name].append(used)
+        return RoundSample(wall, training, trainer_side, coordinator, start_step, finalize_step, dict(gas))
+
+    def round_report(self, task_id: int, round_no: int) -> dict:
+        """The round report the coordinator stored (its `timings` split the decision)."""
+        report_hash = self.coordinator.round(task_id, round_no).report_hash
+        return json.loads(self.store.get(cid_from_digest(report_hash)))
+
+
+# ------------------------------------------------------------------------------------ summary
+
+
+def split(sample: RoundSample) -> dict[str, float]:
+    """One round's wall time by category (they add up to the wall time)."""
+    t, c = sample.trainer, sample.coordinator
+    parts = {
+        "training": sum(sample.training),
+        "chain_tx": t.get("chain_tx", 0.0) + c.get("chain_tx", 0.0),
+        "chain_reads": t.get("chain_reads", 0.0) + c.get("chain_reads", 0.0),
+        "storage": t.get("storage", 0.0) + c.get("storage", 0.0),
+        "codec": t.get("codec", 0.0) + c["verify"],
+        "aggregation": c["aggregation"],
+        "scoring": c["scoring"] + c["evaluation"],
+    }
+    parts["other"] = max(0.0, sample.wall - sum(parts.values()))
+    return parts
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def summarize(size: int, samples: list[RoundSample]) -> dict:
+    splits = [split(s) for s in samples]
+    seconds = {k: round(median(s[k] for s in splits), 4) for k in CATEGORIES}
+    wall = median(s.wall for s in samples)
+
+    def gas_of(name: str) -> int:
+        return round(median(statistics.mean(s.gas[name]) for s in samples))
+
+    commit, reveal = gas_of("commit"), gas_of("reveal")
+    start, finalize = gas_of("startRound"), gas_of("finalizeRound")
+    return {
+        "trainers": size,
+        "rounds_measured": len(samples),
+        "round_seconds": round(wall, 4),
+        "seconds": seconds,
+        "overhead_seconds": round(wall - seconds["training"], 4),
+        "overhead_per_trainer_seconds": round((wall - seconds["training"]) / size, 5),
+        "training_per_trainer_seconds": {
+            "max": round(median(max(s.training) for s in samples), 5),
+            "mean": round(median(statistics.mean(s.training) for s in samples), 5),
+        },
+        "coordinator_seconds": {
+            "start_step": round(median(s.start_step for s in samples), 4),
+            "finalize_step": round(median(s.finalize_step for s in samples), 4),
+            "chain_tx": round(median(s.coordinator.get("chain_tx", 0.0) for s in samples), 4),
+            "chain_reads": round(median(s.coordinator.get("chain_reads", 0.0) for s in samples), 4),
+            "storage": round(median(s.coordinator.get("storage", 0.0) for s in samples), 4),
+        },
+        "gas_per_trainer_per_round": {
+            "commit": commit,
+            "reveal": reveal,
+            "own": commit + reveal,
+            "coordinator_share": round((start + finalize) / size),
+            "total": commit + reveal + round((start + finalize) / size),
+        },
+        "coordinator_gas_per_round": {"startRound": start, "finalizeRound": finalize, "total": start + finalize},
+    }
+
+
+def print_tables(results: list[dict]) -> None:
+    print("\nseconds per round (median), by category; trainers run one after another in this process")
+    header = f"{'N':>3} {'round':>7} " + " ".join(f"{c:>11}" for c in CATEGORIES) + f" {'overhead':>9} {'train max':>9}"
+    print(header)
+    for r in results:
+        s = r["seconds"]
+        share = r["overhead_seconds"] / r["round_seconds"]
+        print(
+            f"{r['trainers']:>3} {r['round_seconds']:>7.2f} " + " ".join(f"{s[c]:>11.3f}" for c in CATEGORIES)
+            + f" {share:>8.0%} {r['training_per_trainer_seconds']['max']:>9.4f}"
+        )  # fmt: skip
+    print("\ngas per round (median receipts)")
+    print(f"{'N':>3} {'commit':>8} {'reveal':>8} {'trainer':>8} {'startRound':>11} {'finalize':>9} {'coord/N':>8} {'per trainer':>12}")
+    for r in results:
+        g, c = r["gas_per_trainer_per_round"], r["coordinator_gas_per_round"]
+        print(
+            f"{r['trainers']:>3} {g['commit']:>8,} {g['reveal']:>8,} {g['own']:>8,} {c['startRound']:>11,} "
+            f"{c['finalizeRound']:>9,} {g['coordinator_share']:>8,} {g['total']:>12,}"
+        )  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 20, 50], help="numbers of trainers")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per size, after one warm-up round")
+    parser.add_argument("--samples", type=int, default=30, help="local samples per trainer")
+    parser.add_argument("--validation", type=int, default=200, help="samples in the owner's validation split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPORT_PATH)
+    args = parser.parse_args(argv)
+    if min(args.sizes) < 1 or args.rounds < 1:
+        parser.error("--sizes and --rounds must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # small models on a shared host: more threads only contend
+    started = time.monotonic()
+    accounts = FIRST_TRAINER_INDEX + max(args.sizes)
+    print(
+        f"protocol overhead, IN-PROCESS: one Anvil, coordinator (TaskOrchestrator) and {max(args.sizes)} simulated "
+        f"trainers in this Python process, run sequentially; sizes {args.sizes}, 1 warm-up + {args.rounds} measured rounds"
+    )  # fmt: skip
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fedmarket-bench-") as tmp, Anvil(accounts=max(60, accounts)) as anvil:
+        bench = Bench(anvil_url=anvil.url, workdir=Path(tmp), args=args)
+        try:
+            for size in args.sizes:
+                results.append(summarize(size, bench.run_size(size)))
+        finally:
+            bench.db.dispose()
+    elapsed = time.monotonic() - started
+    print_tables(results)
+    report = {
+        "mode": "in-process: Anvil devnet + TaskOrchestrator + simulated SDK trainers in one Python process, sequential",
+        "setup": {
+            "model": "mlp 64-16-10 (digits)", "local_epochs": 1, "samples_per_trainer": args.samples,
+            "validation_samples": args.validation, "warmup_rounds": 1, "measured_rounds": args.rounds,
+            "statistic": "median over measured rounds", "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "machine": platform.machine(),
+        },  # fmt: skip
+        "categories": list(CATEGORIES),
+        "results": results,
+        "wall_seconds": round(elapsed, 1),
+    }
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"\nscoring is leave-one-out: N + 1 evaluations of the {args.validation}-sample validation split and "
+        f"N + 1 aggregations of N updates per round (O(N) evaluations, O(N^2) tensor arithmetic)."
+    )
+    for r in results:
+        g = r["gas_per_trainer_per_round"]
+        misses = [f"{op} {g[op]:,} > {GAS_TARGETS[op]:,}" for op in ("commit", "reveal") if g[op] > GAS_TARGETS[op]]
+        if misses:
+            print(f"N={r['trainers']}: gas above the DESIGN.md target: {', '.join(misses)}")
+    print(f"written to {args.out} in {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
