@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fedmarket.errors import ContractRevert
+from fedmarket.errors import ChainError, ContractRevert, StoreUnavailableError
 
 # Contract errors a client caused, and the status that says so.
 REVERT_STATUS = {
@@ -45,6 +45,15 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
         )
         return JSONResponse(_body("InvalidRequest", problems), status_code=422)
+
+    @app.exception_handler(ChainError)
+    async def _chain_unavailable(_request: Request, exc: ChainError) -> JSONResponse:
+        # A revert a client caused is mapped where it happens; anything left is the node's fault.
+        return JSONResponse(_body("ChainUnavailable", f"the chain could not answer: {exc}"), status_code=503)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_unavailable(_request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return JSONResponse(_body("StoreUnavailable", str(exc)), status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

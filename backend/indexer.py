@@ -46,6 +46,7 @@ class Indexer:
         self.chain = chain
         self.db = db
         self.store = store
+        self._lock = threading.Lock()  # the API catches up on demand while the worker tails
 
     def last_indexed_block(self) -> int:
         with self.db.session() as session:
@@ -54,6 +55,10 @@ class Indexer:
 
     def sync_once(self) -> int:
         """Indexes up to MAX_BLOCKS_PER_BATCH new blocks; returns how many events it stored."""
+        with self._lock:
+            return self._sync_batch()
+
+    def _sync_batch(self) -> int:
         start = self.last_indexed_block() + 1
         head = self.chain.block_number()
         if start > head:

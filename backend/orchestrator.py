@@ -239,20 +239,16 @@ class TaskOrchestrator:
         revealed = [Revealed(trainer, update_hash, self._fetch(update_hash)) for trainer, update_hash in reveals]
         timings["storage_reads"] = time.perf_counter() - started
 
-        # The budget counts this round's slashes, exactly as the contract computes it.
-        rejected_guess = [t for t in committers if t not in {r.trainer for r in revealed}]
-        decision = None
-        for _ in range(2):
-            slashed = sum(stakes[t] * info.terms.slash_bps // BPS for t in rejected_guess)
-            budget = (info.pool + slashed) // (info.terms.rounds - round_no + 1)
-            decision = decide_round(
-                spec=spec, task_id=self.task_id, round_no=round_no, global_state=global_state,
-                committers=committers, revealed=revealed, budget=budget,
-                evaluate_state=self._evaluator(spec, validation),
-            )  # fmt: skip
-            if set(decision.rejected) == set(rejected_guess):
-                break
-            rejected_guess = decision.rejected
+        def budget_for(rejected: list[str]) -> int:
+            """The contract's round budget: pool plus this round's slashes, over the rounds left."""
+            slashed = sum(stakes[t] * info.terms.slash_bps // BPS for t in rejected)
+            return (info.pool + slashed) // (info.terms.rounds - round_no + 1)
+
+        decision = decide_round(
+            spec=spec, task_id=self.task_id, round_no=round_no, global_state=global_state,
+            committers=committers, revealed=revealed, budget_for=budget_for,
+            evaluate_state=self._evaluator(spec, validation),
+        )  # fmt: skip
         timings.update(decision.timings)
 
         cumulative = self._previous_cumulative(info)
@@ -269,7 +265,7 @@ class TaskOrchestrator:
             "round": round_no,
             "model_cid": cid_from_digest(info.model_hash),
             "new_model_cid": new_model_cid,
-            "budget": str(budget),
+            "budget": str(decision.budget),
             "payout": str(decision.total_payout),
             "metrics": decision.metrics,
             "submissions": [

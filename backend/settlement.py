@@ -58,6 +58,7 @@ class RoundDecision:
     new_state: dict[str, Tensor]
     payouts: dict[str, int]
     metrics: dict[str, float]
+    budget: int
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -80,10 +81,11 @@ def decide_round(
     global_state: Mapping[str, Tensor],
     committers: list[str],
     revealed: list[Revealed],
-    budget: int,
+    budget_for: Callable[[list[str]], int],
     evaluate_state: Callable[[Mapping[str, Tensor]], tuple[float, float]],
 ) -> RoundDecision:
-    """`evaluate_state(state) -> (loss, accuracy)` on the owner's validation split.
+    """`evaluate_state(state) -> (loss, accuracy)` on the owner's validation split;
+    `budget_for(rejected)` is the round budget once `rejected` are slashed (slashes join the pool).
 
     `revealed` must be in reveal order (chain order): the first of two identical updates keeps
     its place, later copies are duplicates.
@@ -141,6 +143,8 @@ def decide_round(
     timings["evaluation"] = time.perf_counter() - started
 
     scores = {v.trainer: value for (v, _), value in zip(candidates, values)}
+    rejected = [v.trainer for v in verdicts if not v.accepted]
+    budget = budget_for(rejected)
     payouts = split_payouts(budget, scores, base_share=spec.scoring.base_share) if scores else {}
     for verdict, _ in candidates:
         verdict.score = scores[verdict.trainer]
@@ -153,7 +157,7 @@ def decide_round(
         "accepted": len(candidates),
         "rejected": sum(1 for v in verdicts if not v.accepted),
     }
-    return RoundDecision(verdicts, new_state, payouts, metrics, timings)
+    return RoundDecision(verdicts, new_state, payouts, metrics, budget, timings)
 
 
 def _verify(
