@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import safetensors.torch
+from safetensors.torch import load as parse_safetensors  # parses tensors only: no pickle, no code
 import torch
 from torch import Tensor, nn
 
@@ -184,7 +184,7 @@ def _decode(data: bytes, *, kind: str) -> tuple[dict[str, Tensor], dict[str, str
         raise CodecError(f"a {kind} blob is bytes, got {type(data).__name__}")
     data = bytes(data)
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = parse_safetensors(data)
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except Exception as exc:  # parsers meet hostile bytes here; any failure means "not safetensors"
         raise CodecError(f"not a valid safetensors {kind} blob ({exc}); fetch it again or refuse it") from exc

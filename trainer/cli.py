@@ -163,11 +163,10 @@ def status(
     epsilon_total = 0.0
     with CoordinatorClient(coordinator) as api:
         for saved in StateDir(state_dir, task_id, me).all_rounds():
-            verdict = {}
             try:
                 verdict = next((s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {})
             except CoordinatorError:
-                pass  # round not indexed yet: show what the node knows
+                verdict = {}  # round not indexed yet: show what the node knows
             epsilon_total += saved.epsilon or 0.0
             table.add_row(
                 str(saved.round), "yes" if saved.revealed else "no", str(verdict.get("accepted", "-")),
