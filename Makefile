@@ -13,12 +13,13 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo gas compile devnet deploy coordinator clean help
+.PHONY: setup test demo gas bench compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
 	@echo "make test   - run every test (starts its own Anvil)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
+	@echo "make bench  - protocol overhead per round, 5/20/50 in-process trainers -> reports/bench.json"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
 	@echo "make compile, make clean"
 
@@ -46,6 +47,9 @@ demo: setup
 
 gas: setup
 	$(PY) scripts/gas_report.py
+
+bench: setup
+	$(PY) bench/protocol_overhead.py
 
 devnet: setup
 	$(PY) -m fedmarket.devnet --port 8545

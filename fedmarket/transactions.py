@@ -98,6 +98,7 @@ class TransactionSender:
         *,
         decoder: RevertDecoder,
         receipt_timeout: float = 120.0,
+        receipt_poll: float = 0.02,
         gas_margin: float = 1.25,
     ) -> None:
         self.w3 = w3
@@ -105,9 +106,13 @@ class TransactionSender:
         self.address = account.address
         self.decoder = decoder
         self._receipt_timeout = receipt_timeout
+        # web3 polls every 0.1 s by default; a local node mines in milliseconds. Public chains
+        # can pass a slower poll.
+        self._receipt_poll = receipt_poll
         self._gas_margin = gas_margin
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
+        self._chain_id: int | None = None
 
     def transact(self, fn, *, gas: int | None = None, value: int = 0):
         """Send a contract function call; returns the receipt or raises ContractRevert."""
@@ -133,7 +138,9 @@ class TransactionSender:
         with self._lock:
             if self._next_nonce is None:
                 self._next_nonce = self.w3.eth.get_transaction_count(self.address, "pending")
-            params = {"from": self.address, "nonce": self._next_nonce, "chainId": self.w3.eth.chain_id, "value": value}
+            if self._chain_id is None:
+                self._chain_id = self.w3.eth.chain_id  # fixed for the connection's life: ask once
+            params = {"from": self.address, "nonce": self._next_nonce, "chainId": self._chain_id, "value": value}
             if gas is not None:
                 params["gas"] = gas
             try:
@@ -149,7 +156,9 @@ class TransactionSender:
                 self._next_nonce = None  # resync from the node on the next send
                 raise
             self._next_nonce += 1
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=self._receipt_timeout, poll_latency=self._receipt_poll
+        )
         if receipt["status"] != 1:
             raise self._failure(tx, receipt)
         return receipt
