@@ -29,6 +29,16 @@ class CoordinatorError(FedmarketError):
         self.status, self.error, self.detail = status, error, detail
 
 
+class CoordinatorUnreachableError(CoordinatorError):
+    """The coordinator did not answer: nothing listens at the URL, or the connection failed or timed out."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        FedmarketError.__init__(
+            self, f"cannot reach the coordinator at {base_url} ({reason}): is it running, and is the URL right?"
+        )
+        self.status, self.error, self.detail = 0, "Unreachable", reason
+
+
 class CoordinatorClient:
     def __init__(self, base_url: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -44,7 +54,10 @@ class CoordinatorClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:  # refused, reset, timed out, or not an http(s) URL
+            raise CoordinatorUnreachableError(self.base_url, str(exc) or type(exc).__name__) from exc
         if response.status_code >= 400:
             try:
                 body = response.json()

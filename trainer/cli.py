@@ -36,7 +36,8 @@ from trainer.data import load_local_data
 from trainer.node import StateDir, TrainerNode
 
 app = typer.Typer(help="Train on your private data for fedmarket tasks and earn tokens.", no_args_is_help=True)
-console = Console(stderr=False)
+console = Console()
+errors = Console(stderr=True)
 ONE_TOKEN = 10**18
 
 RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="FEDMARKET_RPC_URL", help="JSON-RPC endpoint")]
@@ -58,7 +59,7 @@ def tokens(amount: int) -> str:
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    errors.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
 
@@ -101,20 +102,24 @@ def tasks(
     table = Table("task", "name", "reward pool", "rounds", "stake", "trainers", "phase")
     store = HttpStore(coordinator)
     with CoordinatorClient(coordinator) as api:
-        try:
-            listed = api.tasks(status="open")
-        except (CoordinatorError, OSError) as exc:
-            fail(f"coordinator at {coordinator}: {exc}")
+        listed = _guard(lambda: api.tasks(status="open"))
     for item in listed:
         info = chain.task(item["task_id"])
         if info.status != TaskStatus.OPEN:
             continue
         table.add_row(
-            str(info.task_id), TaskSpec.from_json(store.get(item["spec_cid"])).name, tokens(info.terms.reward_pool),
+            str(info.task_id), _spec_name(store, item["spec_cid"]), tokens(info.terms.reward_pool),
             f"{info.current_round}/{info.terms.rounds}", tokens(info.terms.min_stake),
             f"{info.trainer_count}/{info.terms.max_trainers}", chain.phase(info.task_id).name.lower(),
         )  # fmt: skip
     console.print(table)
+
+
+def _spec_name(store: HttpStore, spec_cid: str) -> str:
+    try:
+        return TaskSpec.from_json(store.get(spec_cid)).name
+    except FedmarketError:  # spec not in the store, or not a valid spec: one such task must not hide the others
+        return "(spec unavailable)"
 
 
 @app.command()
@@ -174,7 +179,7 @@ def status(
                 tokens(int(verdict["payout"])) if verdict.get("payout") else "-",
                 f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
             )  # fmt: skip
-        rewards = api.rewards(task_id, me)
+        rewards = _guard(lambda: api.rewards(task_id, me))
     console.print(table)
     console.print(
         f"task {task_id} ({info.status.name.lower()}, round {info.current_round}/{info.terms.rounds}, "

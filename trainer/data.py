@@ -146,6 +146,10 @@ def _labels(labels: np.ndarray, *, n: int, num_classes: int, source: str) -> np.
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # else np.load tries to unpickle it and blames "pickled data"
+        raise DataMismatchError(
+            f"{path.name} is not a readable npz archive (not a zip file); the task expects npz data"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)

@@ -102,7 +102,9 @@ class StateDir:
         return path
 
     def all_rounds(self) -> list[RoundState]:
-        return [RoundState(**json.loads(p.read_text())) for p in sorted(self.path.glob("round-*.json"))]
+        """Every saved round, in round order (round 10 after round 9, not after round 1)."""
+        states = [RoundState(**json.loads(p.read_text())) for p in self.path.glob("round-*.json")]
+        return sorted(states, key=lambda state: state.round)
 
 
 class TrainerNode:

@@ -1,0 +1,128 @@
+"""Fixtures for the end-to-end tests: a market of their own on the session Anvil, the coordinator
+as a real subprocess (`python -m backend.app`), and a process registry that stops everything the
+tests started, whatever happens."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fedmarket.deploy import Deployment, deploy_market, fund_accounts
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNDED_TOKENS = 100_000 * 10**18
+
+
+class Processes:
+    """Subprocesses, each in its own process group, all stopped at teardown."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, command: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
+                cwd=REPO_ROOT, start_new_session=True,
+            )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def signal(self, proc: subprocess.Popen, signum: int) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signum)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            self.signal(proc, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            self.signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.signal(proc, signal.SIGKILL)
+                proc.wait()
+
+
+@dataclass
+class E2EMarket:
+    """A market deployed for this module, and where its deployments file lies."""
+
+    deployment: Deployment
+    deployment_file: Path
+    rpc_url: str
+
+
+@pytest.fixture(scope="module")
+def e2e_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path_factory) -> E2EMarket:
+    """Like `fresh_market`, once per module: the coordinator indexes it from its first block."""
+    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
+    recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
+    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
+    path = tmp_path_factory.mktemp("e2e-market") / "local.json"
+    deployed.write(path)
+    return E2EMarket(deployed, path, anvil.url)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Logs, data files and state dirs of this module's processes."""
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def service_env(e2e_market, workdir) -> dict[str, str]:
+    """What every subprocess sees: this repo on the path and the module's chain and deployment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FEDMARKET_")}
+    return {
+        **clean,
+        "PYTHONPATH": str(REPO_ROOT),
+        "FEDMARKET_RPC_URL": e2e_market.rpc_url,
+        "FEDMARKET_DEPLOYMENT_FILE": str(e2e_market.deployment_file),
+    }
+
+
+@pytest.fixture(scope="module")
+def processes(service_env) -> Iterator[Processes]:
+    registry = Processes(service_env)
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def coordinator_url(processes, workdir) -> str:
+    """A coordinator subprocess on a free port (devnet key: dev account #2, the `coordinator`)."""
+    from fedmarket.devnet import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "coordinator.log"
+    settings = {
+        "FEDMARKET_DATA_DIR": str(workdir / "coordinator"), "FEDMARKET_PORT": str(port), "FEDMARKET_POLL_INTERVAL": "0.1",
+    }  # fmt: skip
+    proc = processes.start([sys.executable, "-m", "backend.app"], log=log, env=settings)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"coordinator exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"coordinator not healthy after 60 s:\n{log.read_text(errors='replace')[-3000:]}")
