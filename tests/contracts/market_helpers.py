@@ -72,10 +72,12 @@ def event_names(chain, receipt) -> list[str]:
 
 def error_args(error: ContractRevert) -> dict:
     """The revert's arguments, with addresses checksummed (the decoder returns them lowercase)."""
-    return {
-        key: to_checksum_address(value) if isinstance(value, str) and is_address(value) and len(value) == 42 else value
-        for key, value in error.args.items()
-    }
+    def plain(value):
+        if isinstance(value, str) and len(value) == 42 and is_address(value):
+            return to_checksum_address(value)
+        return value
+
+    return {key: plain(value) for key, value in error.args.items()}
 
 
 def reverts(fn, *args, **kwargs) -> ContractRevert:
@@ -144,14 +146,15 @@ class MarketDriver:
         round_no = self.get_state(task_id)["currentRound"]
         return RoundRun(task_id, round_no, start_receipt=receipt)
 
-    def commit(self, run: RoundRun, trainer: LocalAccount, *, update_hash: bytes | None = None, salt: bytes | None = None):
-        update = Update(trainer, update_hash or digest(f"update-{trainer.address}-{run.round_no}"), salt or new_salt())
-        commitment = make_commitment(run.task_id, run.round_no, trainer.address, update.update_hash, update.salt)
+    def commit(self, run: RoundRun, trainer: LocalAccount, *, update_hash: bytes | None = None, salt=None):
+        update_hash = update_hash or digest(f"update-{trainer.address}-{run.round_no}")
+        update = Update(trainer, update_hash, salt or new_salt())
+        commitment = make_commitment(run.task_id, run.round_no, trainer.address, update_hash, update.salt)
         receipt = self.chain.tx(trainer, self.market.functions.commit(run.task_id, commitment))
         run.updates[trainer.address] = update
         return receipt
 
-    def reveal(self, run: RoundRun, trainer: LocalAccount, *, update_hash: bytes | None = None, salt: bytes | None = None):
+    def reveal(self, run: RoundRun, trainer: LocalAccount, *, update_hash: bytes | None = None, salt=None):
         update = run.updates[trainer.address]
         return self.chain.tx(
             trainer,
@@ -218,7 +221,8 @@ class MarketDriver:
 
     def claim(self, task_id: int, account: LocalAccount, tree: RewardsTree):
         amount = tree.earnings[account.address]
-        return self.chain.tx(account, self.market.functions.claim(task_id, amount, tree.proof(account.address)))
+        proof = tree.proof(account.address)
+        return self.chain.tx(account, self.market.functions.claim(task_id, amount, proof))
 
     # ------------------------------------------------------------ views
 
@@ -228,7 +232,10 @@ class MarketDriver:
 
     def get_state(self, task_id: int) -> dict:
         _, state = self.market.functions.getTask(task_id).call()
-        keys = ("owner", "status", "currentRound", "trainerCount", "pool", "unclaimed", "modelHash", "rewardsRoot")
+        keys = (
+            "owner", "status", "currentRound", "trainerCount",
+            "pool", "unclaimed", "modelHash", "rewardsRoot",
+        )  # fmt: skip
         return dict(zip(keys, state))
 
     def get_round(self, task_id: int, round_no: int) -> dict:

@@ -13,8 +13,11 @@ def settle_round(driver, task_id, trainers, *, earnings, payout):
     return tree
 
 
-def test_claim_after_one_round_pays_allocation_and_emits_rewards_claimed(driver, market_chain, joined_task, trainers):
-    tree = settle_round(driver, joined_task, trainers[:3], earnings={trainers[0]: 100, trainers[1]: 200}, payout=300)
+def test_claim_after_one_round_pays_allocation_and_emits_rewards_claimed(
+    driver, market_chain, joined_task, trainers
+):
+    earnings = {trainers[0]: 100, trainers[1]: 200}
+    tree = settle_round(driver, joined_task, trainers[:3], earnings=earnings, payout=300)
     before = market_chain.balance(trainers[0].address)
     market_before = market_chain.balance(market_chain.market.address)
 
@@ -80,7 +83,8 @@ def test_claim_twice_reverts_nothing_to_claim(driver, market_chain, joined_task,
 
 def test_claim_with_wrong_proof_reverts_invalid_proof(driver, market_chain, joined_task, trainers, outsider):
     t0, t1 = trainers[0], trainers[1]
-    tree = settle_round(driver, joined_task, trainers[:3], earnings={t0: 100, t1: 200, trainers[2]: 1}, payout=301)
+    earnings = {t0: 100, t1: 200, trainers[2]: 1}
+    tree = settle_round(driver, joined_task, trainers[:3], earnings=earnings, payout=301)
     claim = market_chain.market.functions.claim
     attempts = [
         (t0, claim(joined_task, 101, tree.proof(t0.address))),  # more than earned
@@ -108,7 +112,8 @@ def test_claim_with_proof_from_another_task_reverts_invalid_proof(driver, market
     driver.join(second, trainers[:2])
     tree = settle_round(driver, first, trainers[:2], earnings={trainers[0]: 100}, payout=100)
     settle_round(driver, second, trainers[:2], earnings={trainers[1]: 5}, payout=5)
-    error = reverts(market_chain.tx, trainers[0], market_chain.market.functions.claim(second, 100, tree.proof(trainers[0].address)))
+    fn = market_chain.market.functions.claim(second, 100, tree.proof(trainers[0].address))
+    error = reverts(market_chain.tx, trainers[0], fn)
     assert error.name == "TaskMarketInvalidProof"
 
 
@@ -117,7 +122,9 @@ def test_claim_on_unknown_task_reverts_unknown_task(market_chain, trainers):
     assert error.name == "TaskMarketUnknownTask"
 
 
-def test_root_allocating_more_than_payout_reverts_claim_exceeds_allocation(driver, market_chain, joined_task, trainers):
+def test_root_allocating_more_than_payout_reverts_claim_exceeds_allocation(
+    driver, market_chain, joined_task, trainers
+):
     """A rewards root cannot pay out more than the coordinator allocated: the tree says 500, the
     round allocated 100, and the claim is refused rather than paid from other money."""
     tree = settle_round(driver, joined_task, trainers[:3], earnings={trainers[0]: 500}, payout=100)
@@ -128,14 +135,17 @@ def test_root_allocating_more_than_payout_reverts_claim_exceeds_allocation(drive
     assert market_chain.balance(market_chain.market.address) == market_before
 
 
-def test_over_allocated_tree_pays_first_claimants_up_to_allocation_only(driver, market_chain, joined_task, trainers):
-    tree = settle_round(driver, joined_task, trainers[:3], earnings={trainers[0]: 80, trainers[1]: 80}, payout=100)
+def test_over_allocated_tree_pays_first_claimants_up_to_allocation_only(
+    driver, market_chain, joined_task, trainers
+):
+    earnings = {trainers[0]: 80, trainers[1]: 80}
+    tree = settle_round(driver, joined_task, trainers[:3], earnings=earnings, payout=100)
     driver.claim(joined_task, trainers[0], tree)
     error = reverts(driver.claim, joined_task, trainers[1], tree)
     assert error.name == "TaskMarketClaimExceedsAllocation"
     assert error_args(error) == {"taskId": joined_task, "amount": 80, "unclaimed": 20}
     # the next round's allocation makes up for it
-    tree = settle_round(driver, joined_task, trainers[:3], earnings={trainers[0]: 80, trainers[1]: 80}, payout=60)
+    tree = settle_round(driver, joined_task, trainers[:3], earnings=earnings, payout=60)
     driver.claim(joined_task, trainers[1], tree)
     assert driver.get_state(joined_task)["unclaimed"] == 0
 
@@ -143,7 +153,8 @@ def test_over_allocated_tree_pays_first_claimants_up_to_allocation_only(driver, 
 def test_claims_never_pay_more_than_the_pool(driver, market_chain, make_task, trainers):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
-    tree = settle_round(driver, task_id, trainers[:2], earnings={trainers[0]: POOL // 2, trainers[1]: POOL // 2}, payout=POOL)
+    earnings = {trainers[0]: POOL // 2, trainers[1]: POOL // 2}
+    tree = settle_round(driver, task_id, trainers[:2], earnings=earnings, payout=POOL)
     for trainer in trainers[:2]:
         driver.claim(task_id, trainer, tree)
     state = driver.get_state(task_id)

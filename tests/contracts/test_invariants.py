@@ -8,7 +8,8 @@ The model predicts each call's outcome, down to the custom error of a revert. Af
 
 - the market holds exactly the open pools + unclaimed rewards + stakes its views report;
 - the views, and every account's token balance, match the model;
-- no account ever got more from the market than its claimed rewards plus its own deposits.
+- no account ever got more from the market than its claimed rewards plus its own deposits (plus,
+  for a task owner, the stakes slashed into its pools, which the last round refunds).
 
 Each example runs inside its own evm_snapshot/evm_revert. Examples are derandomized so the suite
 is reproducible; set FEDMARKET_FUZZ=1 (and FEDMARKET_FUZZ_EXAMPLES=n) to explore new ones.
@@ -46,6 +47,16 @@ OPERATIONS = [
 ]
 
 
+def trainer_indexes(min_size: int, max_size: int):
+    return st.lists(st.integers(0, TRAINERS - 1), min_size=min_size, max_size=max_size, unique=True)
+
+
+def sometimes(data, one_in: int, label: str) -> bool:
+    """True about once in `one_in` steps. Not encoded as 0: Hypothesis starts from all-zero
+    choices and mutates from there, which would make the rare case the common one."""
+    return data.draw(st.integers(0, one_in - 1), label=label) == 1
+
+
 @dataclass
 class TaskModel:
     task_id: int
@@ -72,14 +83,14 @@ def task_terms(coordinator: str):
         return TaskTerms(
             spec_hash=digest(f"spec-{draw(st.integers(0, 9))}"),
             coordinator=coordinator,
-            rounds=draw(st.integers(1, 3)),
+            rounds=draw(st.sampled_from([3, 2, 1])),
             min_trainers=min_trainers,
             max_trainers=draw(st.integers(min_trainers, TRAINERS)),
-            slash_bps=draw(st.sampled_from([0, 1, 2_500, 9_999, 10_000])),
+            slash_bps=draw(st.sampled_from([2_500, 10_000, 0, 1, 9_999])),
             commit_window=WINDOW,
             reveal_window=WINDOW,
-            reward_pool=draw(st.integers(1, 10**21)),
-            min_stake=draw(st.integers(1, 10**19)),
+            reward_pool=draw(st.sampled_from([10**21, 10**18 + 7, 999, 1])),
+            min_stake=draw(st.sampled_from([10**19, 3 * 10**18 + 1, 449, 1])),
         )
 
     return build()
@@ -106,9 +117,11 @@ class MarketMachine(RuleBasedStateMachine):
         self.deposited: dict[str, int] = defaultdict(int)
         self.received: dict[str, int] = defaultdict(int)
         self.claimed_total: dict[str, int] = defaultdict(int)
+        self.slashed_to: dict[str, int] = defaultdict(int)  # task owner -> stakes slashed into its pools
 
     def teardown(self) -> None:
-        self.w3.provider.make_request("evm_revert", [self.snapshot])
+        reverted = self.w3.provider.make_request("evm_revert", [self.snapshot])["result"]
+        assert reverted is True, "evm_revert failed: the next example would not start from a clean chain"
 
     @rule(data=st.data())
     def step(self, data):
@@ -162,7 +175,7 @@ class MarketMachine(RuleBasedStateMachine):
             task.status = TaskStatus.COMPLETED
             self.pay(task.owner, refund)
 
-    def slash(self, task: TaskModel, listed: list[str], *, only_non_revealers: bool) -> tuple[str | None, int]:
+    def slash(self, task: TaskModel, listed: list[str], *, only_non_revealers: bool):
         """Predicts the slashing loop: (error, tokens slashed)."""
         seen, slashed, non_revealers = set(), 0, 0
         for address in listed:
@@ -186,18 +199,20 @@ class MarketMachine(RuleBasedStateMachine):
             task.stakes[address] -= amount
             task.members.discard(address)
             slashed += amount
+        self.slashed_to[task.owner] += slashed
         return slashed
 
     def draw_listed(self, data, task: TaskModel, *, with_revealers: bool) -> list[str]:
         """Mostly every non-revealer (what the contract demands), sometimes one short, plus
         some revealers (finalize: rejected updates) and now and then a stray account."""
         non_revealers = sorted(a for a in task.committed if a not in task.revealed)
-        if non_revealers and data.draw(st.integers(0, 7), label="drop a non-revealer") == 0:
+        if non_revealers and sometimes(data, 8, "drop a non-revealer"):
             non_revealers.pop()
         listed = list(non_revealers)
         if with_revealers and task.revealed:
-            listed += data.draw(st.lists(st.sampled_from(sorted(task.revealed)), unique=True, max_size=2), label="rejected")
-        if data.draw(st.integers(0, 9), label="stray") == 0:
+            revealers = st.sampled_from(sorted(task.revealed))
+            listed += data.draw(st.lists(revealers, unique=True, max_size=2), label="rejected")
+        if sometimes(data, 10, "stray"):
             listed.append(self.pick_trainer(data).address)
         return data.draw(st.permutations(listed), label="order") if listed else []
 
@@ -207,12 +222,13 @@ class MarketMachine(RuleBasedStateMachine):
         self.deposit(self.owner.address, terms.reward_pool)
         receipt = self.attempt(self.owner, self.market.functions.createTask(terms.as_tuple()), None)
         (created,) = self.market.events.TaskCreated().process_receipt(receipt, errors=DISCARD)
-        self.tasks.append(TaskModel(created["args"]["taskId"], terms, self.owner.address, pool=terms.reward_pool))
+        task_id = created["args"]["taskId"]
+        self.tasks.append(TaskModel(task_id, terms, self.owner.address, pool=terms.reward_pool))
 
     @initialize(data=st.data())
     def first_task(self, data):
         self.create(data.draw(task_terms(self.coordinator.address), label="terms"))
-        for index in data.draw(st.lists(st.integers(0, TRAINERS - 1), max_size=TRAINERS, unique=True), label="joiners"):
+        for index in data.draw(trainer_indexes(0, TRAINERS), label="joiners"):
             self.join_task(self.tasks[0], self.trainers[index])
 
     def op_create_task(self, data):
@@ -256,7 +272,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     def op_join_several(self, data):
         task = self.pick_task(data)
-        for index in data.draw(st.lists(st.integers(0, TRAINERS - 1), min_size=1, max_size=3, unique=True), label="trainers"):
+        for index in data.draw(trainer_indexes(1, 3), label="trainers"):
             self.join_task(task, self.trainers[index])
 
     def op_leave(self, data):
@@ -290,7 +306,7 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ rounds
 
     def op_start_round(self, data):
-        caller = self.outsider if data.draw(st.integers(0, 9), label="by outsider") == 0 else self.coordinator
+        caller = self.outsider if sometimes(data, 10, "by outsider") else self.coordinator
         self.start_round_of(self.pick_task(data), caller)
 
     def start_round_of(self, task: TaskModel, caller) -> None:
@@ -355,7 +371,7 @@ class MarketMachine(RuleBasedStateMachine):
             task.revealed.add(address)
 
     def op_reveal(self, data):
-        honest = data.draw(st.integers(0, 4), label="wrong salt") != 0
+        honest = not sometimes(data, 5, "wrong salt")
         self.reveal_for(self.pick_task(data), self.pick_trainer(data), honest=honest)
 
     def op_most_reveal(self, data):
@@ -366,13 +382,13 @@ class MarketMachine(RuleBasedStateMachine):
             self.reveal_for(task, trainer, honest=True)
 
     def op_advance(self, data):
-        self.advance_clock(far=data.draw(st.integers(0, 3), label="far") == 0)
+        self.advance_clock(far=sometimes(data, 4, "far"))
 
     def advance_clock(self, far: bool) -> None:
         """Moves the clock just past the next deadline (or past all of them), never near one."""
         now = self.chain.now()
         deadlines = self.deadlines()
-        upcoming = [d for d in deadlines if d >= now]
+        upcoming = [d for d in deadlines if d > now]  # one at `now` has passed: phases test `now < deadline`
         if far or not upcoming:
             target = now + (2 * SETTLEMENT_GRACE + 2 * WINDOW if far else 100)
         else:
@@ -383,7 +399,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     def op_finalize(self, data):
         task = self.pick_task(data)
-        caller = self.outsider if data.draw(st.integers(0, 9), label="by outsider") == 0 else self.coordinator
+        caller = self.outsider if sometimes(data, 10, "by outsider") else self.coordinator
         self.finalize_task(task, data, caller)
 
     def finalize_task(self, task: TaskModel, data, caller) -> None:
@@ -402,15 +418,15 @@ class MarketMachine(RuleBasedStateMachine):
             expected, slashed = self.slash(task, listed, only_non_revealers=False)
         rounds_left = max(task.terms.rounds - task.current_round + 1, 1)
         budget = (task.pool + slashed) // rounds_left
-        over_budget = data.draw(st.integers(0, 9), label="over budget") == 0
-        payout = budget + 1 if over_budget else data.draw(st.sampled_from([0, budget // 3, budget]), label="payout")
+        over_budget = sometimes(data, 10, "over budget")
+        payout = budget + 1 if over_budget else data.draw(st.sampled_from([budget // 3, budget, 0]))
         if expected is None and payout > budget:
             expected = "TaskMarketPayoutExceedsBudget"
         # cumulative earnings: what the root said before, plus this round's shares; sometimes
         # (a faulty coordinator) more than the payout
         earned = dict(task.earned)
-        room = payout * (3 if data.draw(st.integers(0, 4), label="over-allocate") == 0 else 1)
-        for index in data.draw(st.lists(st.integers(0, TRAINERS - 1), max_size=3, unique=True), label="earners"):
+        room = payout * (3 if sometimes(data, 5, "over-allocate") else 1)
+        for index in data.draw(trainer_indexes(1, 3), label="earners"):
             share = data.draw(st.sampled_from([room, room // 2, room // 3, 1, 0]), label="share")
             share = min(share, room)
             room -= share
@@ -434,7 +450,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.abort_task(task, data, caller)
 
     def abort_task(self, task: TaskModel, data, caller) -> None:
-        listed = self.draw_listed(data, task, with_revealers=data.draw(st.integers(0, 9), label="list a revealer") == 0)
+        listed = self.draw_listed(data, task, with_revealers=sometimes(data, 10, "list a revealer"))
         phase = self.phase(task)
         if task.status != TaskStatus.OPEN:
             expected = "TaskMarketTaskNotOpen"
@@ -466,22 +482,22 @@ class MarketMachine(RuleBasedStateMachine):
                 continue
             phase = self.phase(task)
             if phase == RoundPhase.COMMIT:
-                silent = data.draw(st.integers(0, 3), label="silent committers") == 0
-                members = [t for t in self.trainers if t.address in task.members and t.address not in task.committed]
+                silent = sometimes(data, 4, "silent committers")
+                members = [t for t in self.trainers if t.address in set(task.members) - set(task.committed)]
                 for trainer in members[: len(members) - silent]:
                     self.commit_for(task, trainer)
             elif phase == RoundPhase.REVEAL:
-                pending = [t for t in self.trainers if t.address in task.committed and t.address not in task.revealed]
-                silent = data.draw(st.integers(0, 3), label="silent revealers") == 0
+                pending = [t for t in self.trainers if t.address in set(task.committed) - task.revealed]
+                silent = sometimes(data, 4, "silent revealers")
                 for trainer in pending[: len(pending) - silent]:
-                    self.reveal_for(task, trainer, honest=data.draw(st.integers(0, 9), label="wrong salt") != 0)
+                    self.reveal_for(task, trainer, honest=not sometimes(data, 10, "wrong salt"))
             elif phase == RoundPhase.SETTLING:
-                if len(task.revealed) >= task.terms.min_trainers and data.draw(st.integers(0, 5), label="abort") != 0:
+                if len(task.revealed) >= task.terms.min_trainers and not sometimes(data, 6, "abort instead"):
                     self.finalize_task(task, data, self.coordinator)
                 else:
                     self.abort_task(task, data, self.outsider)
                 continue
-            if self.phase(task) == phase and data.draw(st.integers(0, 4), label="no wait") != 0:
+            if self.phase(task) == phase and not sometimes(data, 5, "stay in phase"):
                 self.advance_clock(far=False)
 
     def op_progress(self, data):
@@ -490,12 +506,12 @@ class MarketMachine(RuleBasedStateMachine):
     def op_claim(self, data):
         task = self.pick_task(data)
         earners = [t for t in self.trainers if t.address in task.earned]
-        if earners and data.draw(st.integers(0, 4), label="an earner") != 0:
+        if earners and not sometimes(data, 5, "anyone"):
             trainer = data.draw(st.sampled_from(earners), label="earner")
         else:
             trainer = self.pick_trainer(data)
         address = trainer.address
-        inflate = data.draw(st.integers(0, 5), label="inflate") == 0
+        inflate = sometimes(data, 6, "inflate")
         tree = RewardsTree(task.earned)
         if address in task.earned:
             amount, proof = task.earned[address] + inflate, tree.proof(address)
@@ -537,7 +553,9 @@ class MarketMachine(RuleBasedStateMachine):
             address = account.address
             assert next(results) == self.expected_balance[address], f"token balance of {address}"
             # nobody gets more from the market than the rewards it claimed plus what it put in
-            assert self.received[address] <= self.claimed_total[address] + self.deposited[address]
+            # (for a task owner, plus the stakes slashed into its pool)
+            earned = self.claimed_total[address] + self.slashed_to[address]
+            assert self.received[address] <= earned + self.deposited[address]
         owed = 0
         for task in self.tasks:
             _, state = next(results)
@@ -549,7 +567,8 @@ class MarketMachine(RuleBasedStateMachine):
             for trainer in self.trainers:
                 stake, claimed, _, _, joined = next(results)
                 address = trainer.address
-                assert (stake, claimed, joined) == (task.stakes[address], task.claimed[address], address in task.members)
+                expected = (task.stakes[address], task.claimed[address], address in task.members)
+                assert (stake, claimed, joined) == expected, f"trainer {address} in task {task.task_id}"
                 owed += stake
         # the market holds exactly the open pools + unclaimed rewards + stakes
         assert market_balance - self.market_start == owed
@@ -559,7 +578,7 @@ class MarketMachine(RuleBasedStateMachine):
 def fuzz_settings() -> settings:
     explore = bool(os.environ.get("FEDMARKET_FUZZ"))
     return settings(
-        max_examples=int(os.environ.get("FEDMARKET_FUZZ_EXAMPLES", 20)),
+        max_examples=int(os.environ.get("FEDMARKET_FUZZ_EXAMPLES", 25)),
         stateful_step_count=30,
         deadline=None,
         derandomize=not explore,
@@ -568,10 +587,13 @@ def fuzz_settings() -> settings:
     )
 
 
-def test_market_invariants_hold_under_random_operations(market_chain, deployment, owner, coordinator, outsider, trainers, fuzz_settings):
+def test_market_invariants_hold_under_random_operations(
+    market_chain, deployment, owner, coordinator, outsider, trainers, fuzz_settings
+):
     actors = [owner, *trainers[:TRAINERS]]
     for account in actors:  # unlimited allowances, inside this test's snapshot
-        market_chain.tx(account, market_chain.token.functions.approve(market_chain.market.address, 2**256 - 1))
+        unlimited = market_chain.token.functions.approve(market_chain.market.address, 2**256 - 1)
+        market_chain.tx(account, unlimited)
 
     class Machine(MarketMachine):
         context = {

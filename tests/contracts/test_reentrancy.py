@@ -37,7 +37,8 @@ class Hooked:
     def act(self, fn_name: str, args: list, *, to=None):
         """The token contract calls `to` (the market by default) as an ordinary account."""
         target = to or self.market
-        return self.chain.tx(self.deployer, self.token.functions.execute(target.address, target.encode_abi(fn_name, args=args)))
+        call = target.encode_abi(fn_name, args=args)
+        return self.chain.tx(self.deployer, self.token.functions.execute(target.address, call))
 
     def join_as_token(self, task_id: int):
         self.chain.tx(self.deployer, self.token.functions.transfer(self.address, STAKE))
@@ -57,12 +58,13 @@ def hooked(market_chain, artifacts, deployer, owner, coordinator, trainers) -> H
     deployment = deploy_market(
         market_chain.w3, deployer, token=artifacts["MockReentrantToken"], market=artifacts["TaskMarket"]
     )
-    fund_accounts(market_chain.w3, deployment, deployer, [owner.address, *(t.address for t in trainers[:3])], tokens=10_000 * ONE_TOKEN)
+    funded = [owner.address, *(t.address for t in trainers[:3])]
+    fund_accounts(market_chain.w3, deployment, deployer, funded, tokens=10_000 * ONE_TOKEN)
     chain = type(market_chain)(market_chain.w3, deployment)  # the same Chain helper, on the second market
     return Hooked(chain, MarketDriver(chain, owner, coordinator), deployer)
 
 
-def settled_task(hooked: Hooked, trainers, *, earnings: dict[str, int], rounds: int = 3) -> tuple[int, RewardsTree]:
+def settled_task(hooked: Hooked, trainers, *, earnings: dict[str, int], rounds: int = 3):
     driver = hooked.driver
     task_id, _ = driver.create_task(rounds=rounds)
     driver.join(task_id, trainers[:2])

@@ -8,7 +8,13 @@ import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from fedmarket.protocol import PermitSignature, TaskStatus, create_task_typed_data, sign_permit, sign_task_terms
+from fedmarket.protocol import (
+    PermitSignature,
+    TaskStatus,
+    create_task_typed_data,
+    sign_permit,
+    sign_task_terms,
+)
 
 from market_helpers import POOL, error_args, events, reverts
 
@@ -50,7 +56,8 @@ class Relay:
         )
 
     def relay(self, terms, *, deadline, signature, permit, owner=None):
-        return self.chain.tx(self.relayer, self.create_fn(terms, deadline=deadline, signature=signature, permit=permit, owner=owner))
+        fn = self.create_fn(terms, deadline=deadline, signature=signature, permit=permit, owner=owner)
+        return self.chain.tx(self.relayer, fn)
 
 
 @pytest.fixture
@@ -62,7 +69,9 @@ def allowance(chain, owner) -> int:
     return chain.token.functions.allowance(owner.address, chain.market.address).call()
 
 
-def test_create_task_for_by_relayer_posts_owners_task_funded_by_permit(driver, market_chain, relay, owner, outsider):
+def test_create_task_for_by_relayer_posts_owners_task_funded_by_permit(
+    driver, market_chain, relay, owner, outsider
+):
     assert allowance(market_chain, owner) == 0  # no approval transaction from the owner
     terms = driver.terms()
     deadline = market_chain.now() + 3600
@@ -84,9 +93,11 @@ def test_create_task_for_by_relayer_posts_owners_task_funded_by_permit(driver, m
     assert market_chain.balance(owner.address) == owner_before - POOL
     assert market_chain.balance(outsider.address) == relayer_before
     assert allowance(market_chain, owner) == 0
-    assert market_chain.w3.eth.get_transaction_count(owner.address) == owner_nonce_before  # owner sent nothing
+    # the owner sent no transaction
+    assert market_chain.w3.eth.get_transaction_count(owner.address) == owner_nonce_before
     # the owner, not the relayer, owns the task
-    assert reverts(market_chain.tx, outsider, market_chain.market.functions.cancelTask(task_id)).name == "TaskMarketNotTaskOwner"
+    cancel = market_chain.market.functions.cancelTask(task_id)
+    assert reverts(market_chain.tx, outsider, cancel).name == "TaskMarketNotTaskOwner"
     market_chain.tx(owner, market_chain.market.functions.cancelTask(task_id))
     assert market_chain.balance(owner.address) == owner_before
 
@@ -111,23 +122,29 @@ def test_relayer_altering_a_term_reverts_invalid_signature(driver, market_chain,
     signature = relay.sign(terms, deadline=deadline)
     permit = relay.permit(POOL, deadline=deadline)
 
-    error = reverts(relay.relay, replace(terms, **altered), deadline=deadline, signature=signature, permit=permit)
+    altered_terms = replace(terms, **altered)
+    error = reverts(relay.relay, altered_terms, deadline=deadline, signature=signature, permit=permit)
 
     assert error.name == "TaskMarketInvalidSignature"
     assert error_args(error) == {"owner": owner.address}
     assert market_chain.market.functions.taskCount().call() == 0
     assert market_chain.market.functions.nonces(owner.address).call() == 0
-    relay.relay(terms, deadline=deadline, signature=signature, permit=permit)  # the genuine terms still go through
+    # the genuine terms still go through
+    relay.relay(terms, deadline=deadline, signature=signature, permit=permit)
 
 
-def test_relayer_altering_deadline_or_owner_reverts_invalid_signature(driver, market_chain, relay, owner, outsider):
+def test_relayer_altering_deadline_or_owner_reverts_invalid_signature(
+    driver, market_chain, relay, owner, outsider
+):
     terms = driver.terms()
     deadline = market_chain.now() + 3600
     signature = relay.sign(terms, deadline=deadline)
     permit = relay.permit(POOL, deadline=deadline)
     error = reverts(relay.relay, terms, deadline=deadline + 1, signature=signature, permit=permit)
     assert error.name == "TaskMarketInvalidSignature"
-    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=permit, owner=outsider.address)
+    error = reverts(
+        relay.relay, terms, deadline=deadline, signature=signature, permit=permit, owner=outsider.address
+    )
     assert error.name == "TaskMarketInvalidSignature"
     assert error_args(error) == {"owner": outsider.address}
 
@@ -179,7 +196,8 @@ def test_hash_task_terms_equals_python_eip712_digest(driver, market_chain, owner
         )  # fmt: skip
         signable = encode_typed_data(full_message=typed)
         python_digest = keccak(b"\x19" + signable.version + signable.header + signable.body)
-        on_chain = market_chain.market.functions.hashTaskTerms(terms.as_tuple(), owner.address, nonce, deadline).call()
+        fn = market_chain.market.functions.hashTaskTerms(terms.as_tuple(), owner.address, nonce, deadline)
+        on_chain = fn.call()
         assert on_chain == python_digest
 
 
@@ -192,7 +210,8 @@ def test_permit_front_run_by_someone_else_is_tolerated(driver, market_chain, rel
     market_chain.tx(
         outsider,
         market_chain.token.functions.permit(
-            owner.address, market_chain.market.address, permit.value, permit.deadline, permit.v, permit.r, permit.s
+            owner.address, market_chain.market.address,
+            permit.value, permit.deadline, permit.v, permit.r, permit.s,
         ),
     )
     receipt = relay.relay(terms, deadline=deadline, signature=signature, permit=permit)
@@ -215,7 +234,8 @@ def test_relayed_task_with_invalid_terms_reverts_invalid_terms(driver, market_ch
     terms = driver.terms(rounds=0)
     deadline = market_chain.now() + 3600
     signature = relay.sign(terms, deadline=deadline)
-    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=relay.permit(POOL, deadline=deadline))
+    fresh_permit = relay.permit(POOL, deadline=deadline)
+    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=fresh_permit)
     assert error.name == "TaskMarketInvalidTerms"
     assert error.args["field"] == "rounds"
 
@@ -225,7 +245,8 @@ def test_relayed_creation_while_paused_reverts_enforced_pause(driver, market_cha
     deadline = market_chain.now() + 3600
     signature = relay.sign(terms, deadline=deadline)
     market_chain.tx(deployer, market_chain.market.functions.pause())
-    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=relay.permit(POOL, deadline=deadline))
+    fresh_permit = relay.permit(POOL, deadline=deadline)
+    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=fresh_permit)
     assert error.name == "EnforcedPause"
 
 
@@ -234,11 +255,13 @@ def test_each_relayed_task_uses_the_next_nonce(driver, market_chain, relay, owne
     for expected_nonce in range(2):
         terms = driver.terms(spec_hash=bytes([expected_nonce + 1]) * 32)
         signature = relay.sign(terms, deadline=deadline, nonce=expected_nonce)
-        relay.relay(terms, deadline=deadline, signature=signature, permit=relay.permit(POOL, deadline=deadline))
+        fresh_permit = relay.permit(POOL, deadline=deadline)
+        relay.relay(terms, deadline=deadline, signature=signature, permit=fresh_permit)
     assert market_chain.market.functions.nonces(owner.address).call() == 2
     assert market_chain.market.functions.taskCount().call() == 2
     # a signature for a skipped-ahead nonce is refused
     terms = driver.terms()
     signature = relay.sign(terms, deadline=deadline, nonce=5)
-    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=relay.permit(POOL, deadline=deadline))
+    fresh_permit = relay.permit(POOL, deadline=deadline)
+    error = reverts(relay.relay, terms, deadline=deadline, signature=signature, permit=fresh_permit)
     assert error.name == "TaskMarketInvalidSignature"

@@ -48,17 +48,21 @@ def test_start_round_by_outsider_reverts_not_coordinator(market_chain, joined_ta
     assert error_args(error) == {"taskId": joined_task, "account": outsider.address}
 
 
-def test_start_round_below_quorum_of_trainers_reverts_not_enough_trainers(driver, market_chain, make_task, trainers):
+def test_start_round_below_quorum_of_trainers_reverts_not_enough_trainers(
+    driver, market_chain, make_task, trainers
+):
     task_id = make_task(min_trainers=3)
     driver.join(task_id, trainers[:2])
-    error = reverts(market_chain.tx, driver.coordinator, market_chain.market.functions.startRound(task_id, MODEL_0))
+    start = market_chain.market.functions.startRound(task_id, MODEL_0)
+    error = reverts(market_chain.tx, driver.coordinator, start)
     assert error.name == "TaskMarketNotEnoughTrainers"
     assert error_args(error) == {"taskId": task_id, "joined": 2, "required": 3}
 
 
 def test_start_round_while_a_round_is_open_reverts_wrong_phase(driver, market_chain, joined_task):
     driver.start_round(joined_task)
-    error = reverts(market_chain.tx, driver.coordinator, market_chain.market.functions.startRound(joined_task, MODEL_0))
+    start = market_chain.market.functions.startRound(joined_task, MODEL_0)
+    error = reverts(market_chain.tx, driver.coordinator, start)
     assert error.name == "TaskMarketWrongPhase"
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.COMMIT}
 
@@ -70,7 +74,8 @@ def test_start_round_after_the_last_round_reverts_task_not_open(driver, market_c
     driver.join(task_id, trainers[:2])
     driver.run_round(task_id, committers=trainers[:2])
     driver.finalize(task_id, earnings={}, payout=0)
-    error = reverts(market_chain.tx, driver.coordinator, market_chain.market.functions.startRound(task_id, MODEL_0))
+    start = market_chain.market.functions.startRound(task_id, MODEL_0)
+    error = reverts(market_chain.tx, driver.coordinator, start)
     assert error.name == "TaskMarketTaskNotOpen"
 
 
@@ -103,7 +108,8 @@ def test_commit_stores_commitment_and_emits_committed(driver, market_chain, join
     assert events(market_chain, receipt, "Committed") == [
         {"taskId": joined_task, "round": 1, "trainer": trainer.address, "commitment": commitment}
     ]
-    assert market_chain.market.functions.getCommitment(joined_task, trainer.address).call() == [1, commitment, False]
+    stored = market_chain.market.functions.getCommitment(joined_task, trainer.address).call()
+    assert stored == [1, commitment, False]
     assert driver.get_trainer(joined_task, trainer.address)["lastCommitRound"] == 1
     assert driver.get_round(joined_task, run.round_no)["commitCount"] == 1
     assert driver.phase(joined_task) == RoundPhase.COMMIT
@@ -125,7 +131,8 @@ def test_commit_by_non_member_reverts_not_joined(driver, market_chain, joined_ta
 
 
 def test_commit_before_any_round_reverts_wrong_phase(market_chain, joined_task, trainers):
-    error = reverts(market_chain.tx, trainers[0], market_chain.market.functions.commit(joined_task, b"\x01" * 32))
+    fn = market_chain.market.functions.commit(joined_task, b"\x01" * 32)
+    error = reverts(market_chain.tx, trainers[0], fn)
     assert error.name == "TaskMarketWrongPhase"
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.NONE}
 
@@ -156,7 +163,9 @@ def test_commit_deadline_opens_reveal_phase(driver, market_chain, joined_task, t
     assert driver.get_round(joined_task, 1)["revealDeadline"] == deadline + REVEAL_WINDOW
 
 
-def test_commit_phase_closes_early_when_every_joined_trainer_committed(driver, market_chain, joined_task, trainers):
+def test_commit_phase_closes_early_when_every_joined_trainer_committed(
+    driver, market_chain, joined_task, trainers
+):
     run = driver.start_round(joined_task)
     driver.commit(run, trainers[0])
     driver.commit(run, trainers[1])
@@ -180,7 +189,9 @@ def test_last_non_committer_leaving_opens_reveal_phase(driver, market_chain, joi
     assert driver.phase(joined_task) == RoundPhase.REVEAL
 
 
-def test_trainer_joining_mid_round_keeps_commit_phase_open_until_it_commits(driver, market_chain, joined_task, trainers):
+def test_trainer_joining_mid_round_keeps_commit_phase_open_until_it_commits(
+    driver, market_chain, joined_task, trainers
+):
     run = driver.start_round(joined_task)
     for trainer in trainers[:2]:
         driver.commit(run, trainer)
@@ -202,7 +213,8 @@ def test_reveal_matching_commitment_emits_revealed(driver, market_chain, joined_
     assert events(market_chain, receipt, "Revealed") == [
         {"taskId": joined_task, "round": 1, "trainer": trainers[0].address, "updateHash": update.update_hash}
     ]
-    round_no, commitment, revealed = market_chain.market.functions.getCommitment(joined_task, trainers[0].address).call()
+    stored = market_chain.market.functions.getCommitment(joined_task, trainers[0].address).call()
+    round_no, commitment, revealed = stored
     assert (round_no, revealed) == (1, True)
     assert commitment == make_commitment(joined_task, 1, trainers[0].address, update.update_hash, update.salt)
     assert driver.get_trainer(joined_task, trainers[0].address)["lastRevealRound"] == 1
@@ -253,7 +265,9 @@ def test_copied_commitment_reverts_commitment_mismatch(driver, market_chain, joi
     assert error.name == "TaskMarketCommitmentMismatch"
 
 
-def test_commitment_from_previous_round_reverts_commitment_mismatch(driver, market_chain, joined_task, trainers):
+def test_commitment_from_previous_round_reverts_commitment_mismatch(
+    driver, market_chain, joined_task, trainers
+):
     """A commitment binds the round: replaying last round's commitment and salt does not reveal."""
     first = driver.run_round(joined_task, committers=trainers[:3])
     driver.finalize(joined_task, earnings={}, payout=0)

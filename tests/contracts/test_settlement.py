@@ -6,7 +6,17 @@ import pytest
 
 from fedmarket.protocol import BPS, RoundPhase, TaskStatus
 
-from market_helpers import POOL, SETTLEMENT_GRACE, SLASH_BPS, STAKE, digest, error_args, event_names, events, reverts
+from market_helpers import (
+    POOL,
+    SETTLEMENT_GRACE,
+    SLASH_BPS,
+    STAKE,
+    digest,
+    error_args,
+    event_names,
+    events,
+    reverts,
+)
 
 SLASHED = STAKE * SLASH_BPS // BPS
 
@@ -66,8 +76,12 @@ def test_finalize_by_outsider_reverts_not_coordinator(driver, market_chain, join
     assert error_args(error) == {"taskId": joined_task, "account": outsider.address}
 
 
-@pytest.mark.parametrize("phase", [RoundPhase.NONE, RoundPhase.COMMIT, RoundPhase.REVEAL, RoundPhase.FINALIZED])
-def test_finalize_outside_settling_phase_reverts_wrong_phase(driver, market_chain, joined_task, trainers, phase):
+@pytest.mark.parametrize(
+    "phase", [RoundPhase.NONE, RoundPhase.COMMIT, RoundPhase.REVEAL, RoundPhase.FINALIZED]
+)
+def test_finalize_outside_settling_phase_reverts_wrong_phase(
+    driver, market_chain, joined_task, trainers, phase
+):
     if phase == RoundPhase.FINALIZED:
         driver.run_round(joined_task, committers=trainers[:3])
         driver.finalize(joined_task, earnings={}, payout=0)
@@ -83,7 +97,8 @@ def test_finalize_outside_settling_phase_reverts_wrong_phase(driver, market_chai
 
 def test_finalize_without_quorum_reverts_quorum_not_reached(driver, market_chain, joined_task, trainers):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1])
-    error = reverts(driver.finalize, joined_task, earnings={}, payout=0, rejected=[t.address for t in trainers[1:3]])
+    silent = [t.address for t in trainers[1:3]]
+    error = reverts(driver.finalize, joined_task, earnings={}, payout=0, rejected=silent)
     assert error.name == "TaskMarketQuorumNotReached"
     assert error_args(error) == {"taskId": joined_task, "revealed": 1, "required": 2}
 
@@ -92,18 +107,22 @@ def test_finalize_above_budget_reverts_payout_exceeds_budget(driver, market_chai
     driver.run_round(joined_task, committers=trainers[:3])
     budget = POOL // 3
     assert driver.budget(joined_task) == budget
-    error = reverts(driver.finalize, joined_task, earnings={trainers[0].address: budget + 1}, payout=budget + 1)
+    earnings = {trainers[0].address: budget + 1}
+    error = reverts(driver.finalize, joined_task, earnings=earnings, payout=budget + 1)
     assert error.name == "TaskMarketPayoutExceedsBudget"
     assert error_args(error) == {"taskId": joined_task, "payout": budget + 1, "budget": budget}
     driver.finalize(joined_task, earnings={trainers[0].address: budget}, payout=budget)
     assert driver.get_state(joined_task)["unclaimed"] == budget
 
 
-def test_finalize_slashes_rejected_trainer_exactly_and_removes_it(driver, market_chain, joined_task, trainers):
+def test_finalize_slashes_rejected_trainer_exactly_and_removes_it(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3])
     poisoner = trainers[2]
 
-    receipt, _ = driver.finalize(joined_task, earnings={trainers[0].address: 7}, payout=7, rejected=[poisoner.address])
+    earnings = {trainers[0].address: 7}
+    receipt, _ = driver.finalize(joined_task, earnings=earnings, payout=7, rejected=[poisoner.address])
 
     assert event_names(market_chain, receipt) == ["TrainerSlashed", "RoundFinalized"]
     assert events(market_chain, receipt, "TrainerSlashed") == [
@@ -138,7 +157,9 @@ def test_round_budget_includes_this_rounds_slashes(driver, market_chain, joined_
     assert driver.get_state(joined_task)["pool"] == POOL + SLASHED - budget
 
 
-def test_finalize_without_listing_a_non_revealer_reverts_non_revealers_mismatch(driver, market_chain, joined_task, trainers):
+def test_finalize_without_listing_a_non_revealer_reverts_non_revealers_mismatch(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2])
     error = reverts(driver.finalize, joined_task, earnings={}, payout=0)
     assert error.name == "TaskMarketNonRevealersMismatch"
@@ -156,14 +177,18 @@ def test_finalize_listing_the_non_revealer_slashes_it(driver, market_chain, join
     assert driver.get_state(joined_task)["pool"] == POOL + SLASHED
 
 
-def test_finalize_rejecting_a_non_committer_reverts_not_committed(driver, market_chain, joined_task, trainers):
+def test_finalize_rejecting_a_non_committer_reverts_not_committed(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:2])
     error = reverts(driver.finalize, joined_task, earnings={}, payout=0, rejected=[trainers[2].address])
     assert error.name == "TaskMarketNotCommitted"
     assert error_args(error) == {"taskId": joined_task, "trainer": trainers[2].address, "round": 1}
 
 
-def test_finalize_rejecting_a_trainer_twice_reverts_already_rejected(driver, market_chain, joined_task, trainers):
+def test_finalize_rejecting_a_trainer_twice_reverts_already_rejected(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3])
     rejected = [trainers[2].address, trainers[2].address]
     error = reverts(driver.finalize, joined_task, earnings={}, payout=0, rejected=rejected)
@@ -186,7 +211,9 @@ def test_round_budget_is_pool_over_rounds_left(driver, market_chain, joined_task
     assert driver.budget(joined_task) == 0
 
 
-def test_last_round_refunds_leftover_to_owner_and_emits_task_completed(driver, market_chain, make_task, owner, trainers):
+def test_last_round_refunds_leftover_to_owner_and_emits_task_completed(
+    driver, market_chain, make_task, owner, trainers
+):
     task_id = make_task(rounds=2)
     driver.join(task_id, trainers[:3])
     driver.run_round(task_id, committers=trainers[:3])
@@ -195,7 +222,10 @@ def test_last_round_refunds_leftover_to_owner_and_emits_task_completed(driver, m
     owner_before = market_chain.balance(owner.address)
 
     receipt, _ = driver.finalize(
-        task_id, earnings={trainers[0].address: 100, trainers[1].address: 50}, payout=50, rejected=[trainers[2].address]
+        task_id,
+        earnings={trainers[0].address: 100, trainers[1].address: 50},
+        payout=50,
+        rejected=[trainers[2].address],
     )
 
     refund = POOL + SLASHED - 150
@@ -206,7 +236,8 @@ def test_last_round_refunds_leftover_to_owner_and_emits_task_completed(driver, m
     assert (state["status"], state["pool"], state["unclaimed"]) == (TaskStatus.COMPLETED, 0, 150)
     assert driver.budget(task_id) == 0
     assert driver.phase(task_id) == RoundPhase.FINALIZED
-    assert market_chain.balance(market_chain.market.address) == market_holdings(driver, [task_id], trainers[:3])
+    held = market_chain.balance(market_chain.market.address)
+    assert held == market_holdings(driver, [task_id], trainers[:3])
 
     # trainers still joined take their whole stake back once the task is over
     for trainer in trainers[:2]:
@@ -237,7 +268,9 @@ def test_finalize_on_completed_task_reverts_task_not_open(driver, market_chain, 
     assert error_args(error) == {"taskId": task_id, "status": TaskStatus.COMPLETED}
 
 
-def test_finalize_after_grace_is_still_allowed_until_someone_aborts(driver, market_chain, joined_task, trainers):
+def test_finalize_after_grace_is_still_allowed_until_someone_aborts(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3])
     market_chain.advance(SETTLEMENT_GRACE + 60)
     driver.finalize(joined_task, earnings={}, payout=0)
@@ -258,7 +291,9 @@ def test_abort_without_quorum_by_anyone_slashes_non_revealers_and_keeps_budget_i
     assert event_names(market_chain, receipt) == ["TrainerSlashed", "TrainerSlashed", "RoundAborted"]
     assert [e["trainer"] for e in events(market_chain, receipt, "TrainerSlashed")] == silent
     assert all(e["amount"] == SLASHED for e in events(market_chain, receipt, "TrainerSlashed"))
-    assert events(market_chain, receipt, "RoundAborted") == [{"taskId": joined_task, "round": 1, "slashedCount": 2}]
+    assert events(market_chain, receipt, "RoundAborted") == [
+        {"taskId": joined_task, "round": 1, "slashedCount": 2}
+    ]
     state = driver.get_state(joined_task)
     assert (state["pool"], state["unclaimed"]) == (POOL + 2 * SLASHED, 0)
     assert state["trainerCount"] == 1
@@ -269,11 +304,17 @@ def test_abort_without_quorum_by_anyone_slashes_non_revealers_and_keeps_budget_i
     assert driver.budget(joined_task) == (POOL + 2 * SLASHED) // 2  # the round was used up
     for address in silent:
         assert driver.get_trainer(joined_task, address) == {
-            "stake": STAKE - SLASHED, "claimed": 0, "lastCommitRound": 1, "lastRevealRound": 0, "joined": False,
-        }  # fmt: skip
+            "stake": STAKE - SLASHED,
+            "claimed": 0,
+            "lastCommitRound": 1,
+            "lastRevealRound": 0,
+            "joined": False,
+        }
 
 
-def test_abort_when_coordinator_is_silent_past_settlement_grace(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_when_coordinator_is_silent_past_settlement_grace(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:3])
     allowed_at = driver.get_round(joined_task, 1)["revealDeadline"] + SETTLEMENT_GRACE
     abort = market_chain.market.functions.abortRound(joined_task, [])
@@ -291,7 +332,9 @@ def test_abort_when_coordinator_is_silent_past_settlement_grace(driver, market_c
     driver.start_round(joined_task)  # the task goes on with the next round
 
 
-def test_abort_with_quorum_before_grace_reverts_abort_not_allowed(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_with_quorum_before_grace_reverts_abort_not_allowed(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2])
     fn = market_chain.market.functions.abortRound(joined_task, [trainers[2].address])
     error = reverts(market_chain.tx, outsider, fn)
@@ -303,7 +346,9 @@ def test_abort_with_quorum_before_grace_reverts_abort_not_allowed(driver, market
 
 
 @pytest.mark.parametrize("phase", [RoundPhase.NONE, RoundPhase.COMMIT, RoundPhase.REVEAL, RoundPhase.ABORTED])
-def test_abort_outside_settling_phase_reverts_wrong_phase(driver, market_chain, joined_task, trainers, outsider, phase):
+def test_abort_outside_settling_phase_reverts_wrong_phase(
+    driver, market_chain, joined_task, trainers, outsider, phase
+):
     if phase == RoundPhase.ABORTED:
         driver.run_round(joined_task, committers=trainers[:1])
         market_chain.tx(outsider, market_chain.market.functions.abortRound(joined_task, []))
@@ -324,7 +369,9 @@ def test_abort_listing_a_revealer_reverts_revealed(driver, market_chain, joined_
     assert error_args(error) == {"taskId": joined_task, "trainer": trainers[0].address}
 
 
-def test_abort_missing_a_non_revealer_reverts_non_revealers_mismatch(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_missing_a_non_revealer_reverts_non_revealers_mismatch(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1])
     fn = market_chain.market.functions.abortRound(joined_task, [trainers[1].address])
     error = reverts(market_chain.tx, outsider, fn)
@@ -332,13 +379,17 @@ def test_abort_missing_a_non_revealer_reverts_non_revealers_mismatch(driver, mar
     assert error_args(error) == {"taskId": joined_task, "listed": 1, "expected": 2}
 
 
-def test_abort_listing_a_non_revealer_twice_reverts_already_rejected(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_listing_a_non_revealer_twice_reverts_already_rejected(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:2], revealers=trainers[:1])
     fn = market_chain.market.functions.abortRound(joined_task, [trainers[1].address] * 2)
     assert reverts(market_chain.tx, outsider, fn).name == "TaskMarketAlreadyRejected"
 
 
-def test_abort_listing_a_non_committer_reverts_not_committed(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_listing_a_non_committer_reverts_not_committed(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:1])
     fn = market_chain.market.functions.abortRound(joined_task, [trainers[2].address])
     error = reverts(market_chain.tx, outsider, fn)
@@ -349,11 +400,15 @@ def test_abort_of_a_round_nobody_committed_to(driver, market_chain, joined_task,
     run = driver.start_round(joined_task)
     driver.advance_past("commitDeadline", run)
     receipt = market_chain.tx(outsider, market_chain.market.functions.abortRound(joined_task, []))
-    assert events(market_chain, receipt, "RoundAborted") == [{"taskId": joined_task, "round": 1, "slashedCount": 0}]
+    assert events(market_chain, receipt, "RoundAborted") == [
+        {"taskId": joined_task, "round": 1, "slashedCount": 0}
+    ]
     assert driver.get_state(joined_task)["pool"] == POOL
 
 
-def test_abort_of_last_round_refunds_pool_with_slashes(driver, market_chain, make_task, owner, trainers, outsider):
+def test_abort_of_last_round_refunds_pool_with_slashes(
+    driver, market_chain, make_task, owner, trainers, outsider
+):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:3])
     driver.run_round(task_id, committers=trainers[:3], revealers=trainers[:1])
@@ -362,8 +417,11 @@ def test_abort_of_last_round_refunds_pool_with_slashes(driver, market_chain, mak
 
     receipt = market_chain.tx(outsider, market_chain.market.functions.abortRound(task_id, silent))
 
-    assert event_names(market_chain, receipt) == ["TrainerSlashed", "TrainerSlashed", "RoundAborted", "TaskCompleted"]
-    assert events(market_chain, receipt, "TaskCompleted") == [{"taskId": task_id, "refund": POOL + 2 * SLASHED}]
+    assert event_names(market_chain, receipt) == [
+        "TrainerSlashed", "TrainerSlashed", "RoundAborted", "TaskCompleted",
+    ]  # fmt: skip
+    refund = POOL + 2 * SLASHED
+    assert events(market_chain, receipt, "TaskCompleted") == [{"taskId": task_id, "refund": refund}]
     assert market_chain.balance(owner.address) == owner_before + POOL + 2 * SLASHED
     assert driver.get_state(task_id)["status"] == TaskStatus.COMPLETED
 

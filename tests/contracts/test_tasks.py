@@ -68,7 +68,9 @@ def test_create_task_numbers_tasks_in_order(driver):
         ("minStake", {"min_stake": 2**96}),
     ],
 )
-def test_create_task_with_out_of_range_term_reverts_invalid_terms(driver, market_chain, owner, field, overrides):
+def test_create_task_with_out_of_range_term_reverts_invalid_terms(
+    driver, market_chain, owner, field, overrides
+):
     terms = driver.terms(**overrides)
     driver.approve(owner, min(terms.reward_pool, 2**256 - 1))
     error = reverts(market_chain.tx, owner, market_chain.market.functions.createTask(terms.as_tuple()))
@@ -77,7 +79,9 @@ def test_create_task_with_out_of_range_term_reverts_invalid_terms(driver, market
 
 
 def test_create_task_accepts_boundary_terms(driver):
-    task_id, _ = driver.create_task(slash_bps=10_000, min_trainers=1, max_trainers=1, rounds=1, reward_pool=1, min_stake=1)
+    task_id, _ = driver.create_task(
+        slash_bps=10_000, min_trainers=1, max_trainers=1, rounds=1, reward_pool=1, min_stake=1
+    )
     assert driver.get_terms(task_id).slash_bps == 10_000
 
 
@@ -164,7 +168,8 @@ def test_join_stakes_and_emits_trainer_joined(driver, market_chain, make_task, t
     }  # fmt: skip
     assert driver.get_state(task_id)["trainerCount"] == 1
     assert market_chain.balance(trainer.address) == before - STAKE
-    assert market_chain.market.functions.getCommitment(task_id, trainer.address).call() == [0, bytes(32), False]
+    stored = market_chain.market.functions.getCommitment(task_id, trainer.address).call()
+    assert stored == [0, bytes(32), False]
 
 
 def test_join_twice_reverts_already_joined(driver, market_chain, make_task, trainers):
@@ -313,17 +318,19 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
     driver, market_chain, joined_task, deployer, owner, trainers, coordinator
 ):
     receipt = market_chain.tx(deployer, market_chain.market.functions.pause())
-    assert market_chain.market.events.Paused().process_receipt(receipt, errors=DISCARD)[0]["args"]["account"] == deployer.address
+    (paused,) = market_chain.market.events.Paused().process_receipt(receipt, errors=DISCARD)
+    assert paused["args"]["account"] == deployer.address
     assert market_chain.market.functions.paused().call() is True
 
     driver.approve(owner, POOL)
+    market = market_chain.market.functions
     blocked = [
-        (owner, market_chain.market.functions.createTask(driver.terms().as_tuple())),
-        (trainers[3], market_chain.market.functions.join(joined_task)),
-        (coordinator, market_chain.market.functions.startRound(joined_task, bytes(32))),
-        (trainers[0], market_chain.market.functions.commit(joined_task, b"\x11" * 32)),
-        (coordinator, market_chain.market.functions.finalizeRound(joined_task, bytes(32), bytes(32), 0, bytes(32), [])),
-        (owner, market_chain.market.functions.abortRound(joined_task, [])),
+        (owner, market.createTask(driver.terms().as_tuple())),
+        (trainers[3], market.join(joined_task)),
+        (coordinator, market.startRound(joined_task, bytes(32))),
+        (trainers[0], market.commit(joined_task, b"\x11" * 32)),
+        (coordinator, market.finalizeRound(joined_task, bytes(32), bytes(32), 0, bytes(32), [])),
+        (owner, market.abortRound(joined_task, [])),
     ]
     for account, fn in blocked:
         assert reverts(market_chain.tx, account, fn).name == "EnforcedPause"
@@ -334,7 +341,9 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
     assert driver.phase(joined_task) == RoundPhase.COMMIT
 
 
-def test_exits_stay_open_while_paused(driver, market_chain, joined_task, make_task, deployer, owner, trainers):
+def test_exits_stay_open_while_paused(
+    driver, market_chain, joined_task, make_task, deployer, owner, trainers
+):
     driver.run_round(joined_task, committers=trainers[:2])
     _, tree = driver.finalize(joined_task, earnings={trainers[0].address: 5}, payout=5)
     other = make_task()
@@ -347,7 +356,9 @@ def test_exits_stay_open_while_paused(driver, market_chain, joined_task, make_ta
     assert driver.get_state(other)["status"] == TaskStatus.CANCELLED
 
 
-def test_reveal_stays_open_while_paused_so_nobody_is_slashed_for_a_pause(driver, market_chain, joined_task, deployer, trainers):
+def test_reveal_stays_open_while_paused_so_nobody_is_slashed_for_a_pause(
+    driver, market_chain, joined_task, deployer, trainers
+):
     run = driver.start_round(joined_task)
     for trainer in trainers[:3]:
         driver.commit(run, trainer)
