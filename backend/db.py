@@ -60,7 +60,7 @@ class TaskRow(Base):
     coordinator: Mapped[str] = mapped_column(String(42))
     spec_cid: Mapped[str] = mapped_column(String(80))
     terms: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # open | completed | cancelled
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | completed | cancelled | expired
     created_tx: Mapped[str] = mapped_column(String(66))
     created_block: Mapped[int] = mapped_column(Integer)
     current_round: Mapped[int] = mapped_column(Integer, default=0)
@@ -127,6 +127,7 @@ class SettlementRow(Base):
 
 class UsedSignatureRow(Base):
     __tablename__ = "used_signatures"
+    # keccak256 of the signed statement: a signature's bytes have twins that recover the same signer.
     signature_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
     task_id: Mapped[int] = mapped_column(Integer)
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

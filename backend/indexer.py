@@ -3,7 +3,8 @@
 Each batch of events and the cursor that follows it are written in one transaction, and every
 event row is keyed by (block, log index), so a crash mid-batch loses nothing and re-indexing is a
 no-op. Projections (tasks, rounds, submissions, earnings) are rebuilt from the events plus the
-round reports in the store, so deleting the database and restarting rebuilds the same state.
+round reports in the store (and whether a task has validation data, from the private directory),
+so deleting the database and restarting rebuilds the same state.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import dataclasses
 import json
 import logging
 import threading
+from pathlib import Path
 
 from eth_utils import to_checksum_address
 from sqlalchemy.orm import Session
 
 from backend.db import ChainEventRow, Cursor, Database, EarningRow, RoundRow, SubmissionRow, TaskRow
+from backend.orchestrator import validation_path
 from fedmarket.chain import ChainEvent, MarketClient
 from fedmarket.cid import cid_from_digest
 from fedmarket.errors import FedmarketError, StoreError
@@ -42,10 +45,15 @@ def _jsonable(value):
 
 
 class Indexer:
-    def __init__(self, *, chain: MarketClient, db: Database, store: ContentStore) -> None:
+    """`private_dir` (the owners' validation data) lets a rebuilt index know which tasks have it."""
+
+    def __init__(
+        self, *, chain: MarketClient, db: Database, store: ContentStore, private_dir: Path | None = None
+    ) -> None:
         self.chain = chain
         self.db = db
         self.store = store
+        self.private_dir = private_dir
         self._lock = threading.Lock()  # the API catches up on demand while the worker tails
 
     def last_indexed_block(self) -> int:
@@ -112,15 +120,21 @@ class Indexer:
                 task_id=args["taskId"], owner=args["owner"], coordinator=args["coordinator"],
                 spec_cid=cid_from_digest(terms.spec_hash), terms=_jsonable(terms), status="open",
                 created_tx=event.tx_hash, created_block=event.block_number, current_round=0,
-                has_validation_data=False,
+                has_validation_data=self._has_validation_data(args["taskId"]),
             )
         )  # fmt: skip
+
+    def _has_validation_data(self, task_id: int) -> bool:
+        return self.private_dir is not None and validation_path(self.private_dir, task_id).exists()
 
     def _on_TaskCancelled(self, session: Session, event: ChainEvent, args: dict) -> None:
         self._close_task(session, args["taskId"], "cancelled", args["refund"])
 
     def _on_TaskCompleted(self, session: Session, event: ChainEvent, args: dict) -> None:
         self._close_task(session, args["taskId"], "completed", args["refund"])
+
+    def _on_TaskExpired(self, session: Session, event: ChainEvent, args: dict) -> None:
+        self._close_task(session, args["taskId"], "expired", args["refund"])
 
     def _close_task(self, session: Session, task_id: int, status: str, refund: int) -> None:
         task = session.get(TaskRow, task_id)

@@ -18,6 +18,8 @@ pragma solidity ^0.8.24;
  *            quorum was not reached or the coordinator missed the settlement grace period);
  *   Closed   afterwards. Every round, finalized or aborted, uses up one of the task's rounds; the
  *            last one refunds what is left of the pool to the owner.
+ * A task whose coordinator stops starting rounds can be expired by anyone (see {expireTask}), so
+ * a pool is never locked for good.
  */
 interface ITaskMarket {
     /// @notice Everything a task owner commits to when posting a task. Signed as EIP-712 data.
@@ -47,7 +49,8 @@ interface ITaskMarket {
         None,
         Open,
         Completed,
-        Cancelled
+        Cancelled,
+        Expired
     }
 
     enum RoundPhase {
@@ -114,7 +117,8 @@ interface ITaskMarket {
     error TaskMarketOpenCommitment(uint256 taskId, address trainer, uint16 round);
     error TaskMarketNothingToWithdraw(uint256 taskId, address trainer);
     error TaskMarketNotEnoughTrainers(uint256 taskId, uint16 joined, uint16 required);
-    error TaskMarketNoRoundsLeft(uint256 taskId);
+    /// @dev The coordinator may still start the next round until `expiresAt`.
+    error TaskMarketNotExpired(uint256 taskId, uint256 expiresAt);
     error TaskMarketWrongPhase(uint256 taskId, RoundPhase phase);
     error TaskMarketAlreadyCommitted(uint256 taskId, address trainer, uint16 round);
     error TaskMarketNotCommitted(uint256 taskId, address trainer, uint16 round);
@@ -140,6 +144,7 @@ interface ITaskMarket {
     event TaskCreated(uint256 indexed taskId, address indexed owner, address indexed coordinator, TaskTerms terms);
     event TaskCancelled(uint256 indexed taskId, uint256 refund);
     event TaskCompleted(uint256 indexed taskId, uint256 refund);
+    event TaskExpired(uint256 indexed taskId, uint256 refund);
     event TrainerJoined(uint256 indexed taskId, address indexed trainer, uint256 stake);
     event TrainerLeft(uint256 indexed taskId, address indexed trainer, uint256 stake);
     event StakeWithdrawn(uint256 indexed taskId, address indexed trainer, uint256 amount);
@@ -194,6 +199,15 @@ interface ITaskMarket {
      */
     function cancelTask(uint256 taskId) external;
 
+    /**
+     * @notice Ends a task whose next round was not started within the settlement grace period
+     * after the previous round's reveal deadline (a coordinator gone, or too few trainers left),
+     * and refunds what is left of the pool to the owner. Claims and stake withdrawals stay open.
+     * @dev Requirements: task open; at least one round started and the current one closed; the
+     * grace period passed. Anyone may call it. Emits {TaskExpired}.
+     */
+    function expireTask(uint256 taskId) external;
+
     // ---------------------------------------------------------------- trainers
 
     /**
@@ -219,8 +233,9 @@ interface ITaskMarket {
 
     /**
      * @notice Opens the next round's commit phase on the global model `modelHash`.
-     * @dev Requirements: caller is the coordinator; task open; previous round closed; rounds left;
-     * at least `minTrainers` joined; not paused. Emits {RoundStarted}.
+     * @dev Requirements: caller is the coordinator; task open (so rounds are left: closing the
+     * last round completes the task); previous round closed; at least `minTrainers` joined; not
+     * paused. Emits {RoundStarted}.
      */
     function startRound(uint256 taskId, bytes32 modelHash) external;
 

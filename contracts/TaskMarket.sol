@@ -111,6 +111,23 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         _token.safeTransfer(state.owner, refund);
     }
 
+    /// @inheritdoc ITaskMarket
+    function expireTask(uint256 taskId) external nonReentrant {
+        TaskState storage state = _openTask(taskId);
+        uint16 roundNo = state.currentRound;
+        if (roundNo == 0) revert TaskMarketWrongPhase(taskId, RoundPhase.None); // the owner may cancel instead
+        Round storage round = _rounds[taskId][roundNo];
+        if (!round.closed) revert TaskMarketWrongPhase(taskId, _phase(state, round));
+        uint256 expiresAt = uint256(round.revealDeadline) + _settlementGrace;
+        if (block.timestamp < expiresAt) revert TaskMarketNotExpired(taskId, expiresAt);
+
+        uint256 refund = state.pool;
+        state.pool = 0;
+        state.status = TaskStatus.Expired;
+        emit TaskExpired(taskId, refund);
+        if (refund != 0) _token.safeTransfer(state.owner, refund);
+    }
+
     // ---------------------------------------------------------------- trainers
 
     /// @inheritdoc ITaskMarket
@@ -175,7 +192,6 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         if (previous != 0 && !_rounds[taskId][previous].closed) {
             revert TaskMarketWrongPhase(taskId, _phase(state, _rounds[taskId][previous]));
         }
-        if (previous == terms.rounds) revert TaskMarketNoRoundsLeft(taskId);
         if (state.trainerCount < terms.minTrainers) {
             revert TaskMarketNotEnoughTrainers(taskId, state.trainerCount, terms.minTrainers);
         }

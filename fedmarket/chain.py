@@ -486,6 +486,11 @@ class MarketClient:
         """`cancelTask`: the owner cancels before the first round; emits TaskCancelled (refund)."""
         return self._market_tx(self.market.functions.cancelTask(task_id))
 
+    def expire_task(self, task_id: int) -> TxResult:
+        """`expireTask`: anyone ends a task whose next round was not started within the grace
+        period; the pool goes back to the owner; emits TaskExpired (refund)."""
+        return self._market_tx(self.market.functions.expireTask(task_id))
+
     # -------------------------------------------------------------------- trainers
 
     def join(self, task_id: int, *, auto_approve: bool = True) -> TxResult:

@@ -26,6 +26,7 @@ class TaskStatus(enum.IntEnum):
     OPEN = 1
     COMPLETED = 2
     CANCELLED = 3
+    EXPIRED = 4
 
 
 class RoundPhase(enum.IntEnum):

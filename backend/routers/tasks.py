@@ -10,7 +10,7 @@ from typing import Annotated
 
 import numpy as np
 from eth_utils import is_address, keccak, to_checksum_address
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from sqlalchemy import select
 
 from backend.deps import ChainDep, DbDep, ServicesDep, SettingsDep, StoreDep
@@ -26,6 +26,10 @@ from fedmarket.protocol import RoundPhase
 from fedmarket.spec import TaskSpec
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+# Ids the database can hold (SQLite integers are signed 64-bit) and round numbers the market can.
+TaskId = Annotated[int, Path(ge=0, lt=2**63, description="the market's task id")]
+RoundNo = Annotated[int, Path(ge=0, lt=2**16, description="round number, from 1")]
 
 
 # ---------------------------------------------------------------------- posting
@@ -70,7 +74,7 @@ def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep,
 
 @router.put("/{task_id}/validation-data", summary="Upload the owner's private validation split (NPZ: X, y)")
 async def put_validation_data(
-    task_id: int,
+    task_id: TaskId,
     request: Request,
     services: ServicesDep,
     signature: Annotated[str, Header(alias=SIGNATURE_HEADER)],
@@ -107,7 +111,9 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
         raise ApiError(401, "InvalidSignature", f"{SIGNATURE_HEADER} is not a valid signature") from None
     if signer != owner:
         raise ApiError(403, "NotTaskOwner", f"signed by {signer}; only the task owner {owner} may upload")
-    signature_hash = "0x" + keccak(hexstr=signature).hex()
+    # Keyed by the signed statement, not the signature's bytes: an ECDSA signature has other
+    # encodings that recover the same signer (v as 0/1, or s as n - s), each a different string.
+    signature_hash = "0x" + keccak(text=message).hex()
     with db.session() as session:
         if session.get(UsedSignatureRow, signature_hash) is not None:
             raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again")
@@ -131,7 +137,8 @@ def _check_validation_npz(body: bytes, spec: TaskSpec) -> int:
             X, y = archive["X"], archive["y"]
     except Exception as exc:  # numpy raises many types for a malformed archive
         raise ApiError(422, "InvalidValidationData", f"expected an NPZ with arrays X and y: {exc}") from None
-    if X.ndim < 2 or tuple(X.shape[1:]) != tuple(spec.input_shape) or len(X) != len(y) or len(y) == 0:
+    shape_ok = X.ndim >= 2 and tuple(X.shape[1:]) == tuple(spec.input_shape) and y.ndim == 1
+    if not shape_ok or len(X) != len(y) or len(y) == 0:
         raise ApiError(
             422, "InvalidValidationData",
             f"X must have shape (n, {', '.join(map(str, spec.input_shape))}) and y shape (n,), n > 0; got {X.shape} and {y.shape}",
@@ -160,8 +167,8 @@ def _task_summary(task: TaskRow) -> dict:
     }
 
 
-@router.get("", summary="List tasks, optionally by status (open, completed, cancelled)")
-def list_tasks(db: DbDep, status: Annotated[str | None, Query(pattern="^(open|completed|cancelled)$")] = None) -> dict:
+@router.get("", summary="List tasks, optionally by status (open, completed, cancelled, expired)")
+def list_tasks(db: DbDep, status: Annotated[str | None, Query(pattern="^(open|completed|cancelled|expired)$")] = None) -> dict:
     with db.session() as session:
         query = select(TaskRow).order_by(TaskRow.task_id)
         if status:
@@ -192,7 +199,7 @@ def _joined_trainers(session, task_id: int) -> list[str]:
 
 
 @router.get("/{task_id}", summary="A task: terms, trainers, current round and phase, metrics per round")
-def get_task(task_id: int, db: DbDep, chain: ChainDep) -> dict:
+def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> dict:
     with db.session() as session:
         task = _get_task(session, task_id)
         rounds = session.scalars(select(RoundRow).where(RoundRow.task_id == task_id).order_by(RoundRow.round))
@@ -212,7 +219,7 @@ def get_task(task_id: int, db: DbDep, chain: ChainDep) -> dict:
 
 
 @router.get("/{task_id}/rounds/{round_no}", summary="One round: commits, reveals, verdicts, payouts, tx hashes")
-def get_round(task_id: int, round_no: int, db: DbDep) -> dict:
+def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> dict:
     with db.session() as session:
         _get_task(session, task_id)
         row = session.get(RoundRow, (task_id, round_no))
@@ -239,7 +246,7 @@ def get_round(task_id: int, round_no: int, db: DbDep) -> dict:
 
 
 @router.get("/{task_id}/rewards/{address}", summary="What an account earned and claimed, with its Merkle proof")
-def get_rewards(task_id: int, address: str, db: DbDep, store: StoreDep, chain: ChainDep) -> dict:
+def get_rewards(task_id: TaskId, address: str, db: DbDep, store: StoreDep, chain: ChainDep) -> dict:
     if not is_address(address):
         raise ApiError(422, "InvalidAddress", f"{address!r} is not a 0x-prefixed 20-byte address")
     account = to_checksum_address(address)

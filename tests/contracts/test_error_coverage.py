@@ -9,12 +9,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Errors no call can reach, each with the reason; a test shows what happens instead.
-UNREACHABLE = {
-    # startRound checks it after "task open" and "previous round closed", but closing the last
-    # round completes the task: a task with no rounds left is never open. See
-    # test_rounds.py::test_start_round_after_the_last_round_reverts_task_not_open.
-    "TaskMarketNoRoundsLeft": "closing the last round completes the task: startRound stops at TaskNotOpen",
-}
+# (none today; an entry is "ErrorName": "why no call can reach it").
+UNREACHABLE: dict[str, str] = {}
 
 # OpenZeppelin errors the market relies on for its admin and safety guarantees.
 REQUIRED_INHERITED = {"EnforcedPause", "OwnableUnauthorizedAccount", "ReentrancyGuardReentrantCall"}

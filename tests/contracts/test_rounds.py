@@ -68,8 +68,7 @@ def test_start_round_while_a_round_is_open_reverts_wrong_phase(driver, market_ch
 
 
 def test_start_round_after_the_last_round_reverts_task_not_open(driver, market_chain, make_task, trainers):
-    """The last round completes the task, so `TaskMarketNoRoundsLeft` cannot be reached: a task
-    with no rounds left is never open (see test_error_coverage.py)."""
+    """The last round completes the task, so a task with no rounds left is never open."""
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
     driver.run_round(task_id, committers=trainers[:2])
