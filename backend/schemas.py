@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from fedmarket.protocol import PermitSignature, TaskTerms
 
 _HEX = re.compile(r"^0x[0-9a-fA-F]*$")
+UINT256_MAX = 2**256 - 1  # the contract's integers; a larger value cannot even be encoded
 
 
 def _amount(value: Any) -> int:
@@ -19,8 +20,10 @@ def _amount(value: Any) -> int:
         raise ValueError("must be an integer amount in base units")
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    if not isinstance(value, int) or value < 0:
-        raise ValueError("must be a non-negative integer amount in base units (a number or a decimal string)")
+    if not isinstance(value, int) or not 0 <= value <= UINT256_MAX:
+        raise ValueError(
+            "must be an integer amount in base units from 0 to 2**256 - 1 (a number or a decimal string)"
+        )
     return value
 
 
@@ -70,7 +73,7 @@ class TermsIn(_Strict):
 
 class PermitIn(_Strict):
     value: Amount
-    deadline: int = Field(ge=0)
+    deadline: int = Field(ge=0, le=UINT256_MAX)
     v: int = Field(ge=0, le=255)
     r: Bytes32
     s: Bytes32
@@ -85,6 +88,8 @@ class CreateTaskRequest(_Strict):
     spec: dict[str, Any]
     terms: TermsIn
     owner: Address
-    deadline: int = Field(ge=0, description="unix time after which the owner's signature is void")
+    deadline: int = Field(
+        ge=0, le=UINT256_MAX, description="unix time after which the owner's signature is void"
+    )
     signature: Signature
     permit: PermitIn

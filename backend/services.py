@@ -41,7 +41,8 @@ class Services:
         db.migrate()
         store = DirectoryStore(settings.resolved_store_dir, max_blob_bytes=settings.max_blob_bytes)
         settings.private_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings, db, store, chain, Indexer(chain=chain, db=db, store=store))
+        indexer = Indexer(chain=chain, db=db, store=store, private_dir=settings.private_dir)
+        return cls(settings, db, store, chain, indexer)
 
     def orchestrator(self, task_id: int) -> TaskOrchestrator:
         return TaskOrchestrator(

@@ -1,0 +1,108 @@
+"""Fixtures for the coordinator tests: a coordinator on a fresh market, tasks posted through its
+API, and scripted trainers (helpers in ``coordinator_harness.py``).
+
+Everything is real: the session Anvil, the compiled contracts, the coordinator's directory store
+and SQLite database under the test's ``tmp_path``. Nothing runs in the background: tests step
+the orchestrator and the indexer themselves, so every test is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app import create_app
+from coordinator_harness import (
+    TEST_SERVER,
+    Coordinator,
+    Digits,
+    PostedTask,
+    ScriptedTrainer,
+    coordinator_settings,
+    digits_spec,
+    task_terms,
+)
+from fedmarket.chain import MarketClient
+from fedmarket.client import CoordinatorClient
+from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.spec import TaskSpec
+from fedmarket.store import HttpStore
+from trainer.training import LocalData
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    X, y = load_dataset("digits")
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=0)
+    return Digits(LocalData(X_train, y_train), LocalData(X_val, y_val))
+
+
+@pytest.fixture
+def start_coordinator(fresh_market, tmp_path) -> Iterator[Callable[..., Coordinator]]:
+    """``start_coordinator(**settings_overrides)`` opens a coordinator app on the test's market,
+    data in ``tmp_path/coordinator`` unless `data_dir` says otherwise; its `close()` or the
+    test's teardown shuts it down."""
+    with ExitStack() as every:
+
+        def start(*, data_dir: Path | None = None, **overrides) -> Coordinator:
+            overrides.setdefault("run_orchestrators", False)
+            settings = coordinator_settings(fresh_market, data_dir or tmp_path / "coordinator", **overrides)
+            stack = ExitStack()
+            every.callback(stack.close)
+            http = stack.enter_context(TestClient(create_app(settings)))
+            # The SDK's clients reach the app through the test client's in-process transport.
+            transport = http._transport
+            api = stack.enter_context(CoordinatorClient(TEST_SERVER, transport=transport))
+            store_client = stack.enter_context(HttpStore(TEST_SERVER, transport=transport, retries=0))
+            market = MarketClient.connect(fresh_market.rpc_url, fresh_market.deployment)
+            return Coordinator(fresh_market, http, http.app.state.services, market, api, store_client, stack.close)
+
+        yield start
+
+
+@pytest.fixture
+def coordinator_app(start_coordinator) -> Coordinator:
+    """A coordinator with default settings and no background workers."""
+    return start_coordinator()
+
+
+@pytest.fixture
+def post_task(owner, digits) -> Callable[..., PostedTask]:
+    """``post_task(coordinator, spec=None, validation=True, **term_overrides)``: posts a digits task
+    through the coordinator's API, signed in the test by the `owner` fixture, and uploads the
+    owner's validation split unless ``validation=False``."""
+
+    def post(coordinator: Coordinator, *, spec: TaskSpec | None = None, validation: bool = True, **terms) -> PostedTask:
+        spec = spec or digits_spec()
+        signed_terms = task_terms(spec, coordinator.address, **terms)
+        posted = coordinator.api.post_task(spec=spec, terms=signed_terms, owner_key=owner.key, market=coordinator.market)
+        if validation:
+            coordinator.api.upload_validation_data(
+                posted["task_id"], digits.validation.X, digits.validation.y, owner_key=owner.key, market=coordinator.market
+            )
+        return PostedTask(posted["task_id"], spec, signed_terms, posted["spec_cid"])
+
+    return post
+
+
+@pytest.fixture
+def posted_task(coordinator_app, post_task) -> PostedTask:
+    """A one-round digits task, quorum 2, posted through the default coordinator's API."""
+    return post_task(coordinator_app)
+
+
+@pytest.fixture
+def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
+    """``make_trainer(coordinator, index, data=None, **kwargs)``: the `index`-th funded trainer
+    account as a :class:`ScriptedTrainer` storing blobs through the coordinator's API; its data
+    defaults to 200 digits samples of its own."""
+
+    def make(coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs) -> ScriptedTrainer:
+        data = data if data is not None else digits.share(200 * index, 200 * (index + 1))
+        return ScriptedTrainer(trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs)
+
+    return make

@@ -1,0 +1,66 @@
+"""/healthz: 200 when the database, the chain and the store answer; 503 naming what does not.
+/v1/info: who this coordinator is."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from web3 import Web3
+
+from backend.app import create_app
+from coordinator_harness import MarketEnv, coordinator_settings, digits_spec, task_terms
+from fedmarket.chain import MarketClient
+from fedmarket.deploy import deploy_market
+from fedmarket.devnet import Anvil
+
+
+def test_healthz_reports_every_dependency_ok(coordinator_app):
+    response = coordinator_app.http.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["db"] == "ok" and body["store"] == "ok"
+    assert body["chain"].startswith("ok (block ")
+    assert coordinator_app.api.health()["status"] == "ok"
+
+
+def test_info_names_the_coordinator_to_put_in_task_terms(coordinator_app, coordinator):
+    info = coordinator_app.http.get("/v1/info").json()
+    deployment = coordinator_app.env.deployment
+    assert info == {
+        "coordinator": coordinator.address,  # the devnet key: dev account #2
+        "chain_id": deployment.chain_id,
+        "market": coordinator_app.market.market_address,
+        "token": coordinator_app.market.token_address,
+        "deploy_block": deployment.deploy_block,
+    }
+
+
+def test_healthz_is_503_while_the_chain_is_unreachable(artifacts, deployer, coordinator, tmp_path):
+    # A chain of its own, to stop under the running coordinator, with one task on it.
+    with Anvil() as node:
+        deployment = deploy_market(
+            Web3(Web3.HTTPProvider(node.url)), deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"]
+        )
+        deployment_file = tmp_path / "deployments" / "local.json"
+        deployment.write(deployment_file)
+        terms = task_terms(digits_spec(), coordinator.address)
+        task_id = MarketClient.connect(node.url, deployment, private_key=deployer.key).create_task(terms).task_id
+        settings = coordinator_settings(
+            MarketEnv(deployment, deployment_file, node.url), tmp_path / "coordinator", run_orchestrators=False
+        )
+        with TestClient(create_app(settings)) as http:
+            assert http.get("/healthz").status_code == 200
+            assert http.get(f"/v1/tasks/{task_id}").json()["phase"] == "none"
+            node.stop()
+            response = http.get("/healthz")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["status"] == "degraded"
+            assert body["chain"].startswith("error")
+            assert body["db"] == "ok" and body["store"] == "ok"
+            # Everything that does not need the chain still works.
+            assert http.post("/v1/blobs", content=b"still here").status_code == 201
+            assert [t["task_id"] for t in http.get("/v1/tasks").json()["tasks"]] == [task_id]
+            # What needs the chain says so, as a 503 rather than a crash.
+            response = http.get(f"/v1/tasks/{task_id}")
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "ChainUnavailable"
