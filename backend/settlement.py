@@ -24,7 +24,7 @@ from eth_utils import to_checksum_address
 from torch import Tensor
 
 from backend.aggregation import aggregate
-from backend.scoring import leave_one_out_values, split_payouts
+from backend.scoring import find_harmful, leave_one_out_values, split_payouts
 from fedmarket.codec import apply_delta, decode_update, update_norm
 from fedmarket.errors import CodecError
 from fedmarket.spec import TaskSpec
@@ -114,19 +114,24 @@ def decide_round(
 
     # Score, reject harmful updates, and score the rest again without them.
     started = time.perf_counter()
-    values: list[float] = []
+    scores: dict[str, float] = {}
     while candidates:
-        deltas = [delta for _, delta in candidates]
-        samples = [v.num_samples for v, _ in candidates]
-        values = leave_one_out_values(deltas, samples, settings=spec.aggregation, loss_of=loss_of)
-        harmful = [i for i, value in enumerate(values) if value < spec.scoring.harm_threshold]
+        values = leave_one_out_values(
+            [delta for _, delta in candidates], [v.num_samples for v, _ in candidates],
+            settings=spec.aggregation, loss_of=loss_of,
+        )  # fmt: skip
+        scores = {verdict.trainer: value for (verdict, _), value in zip(candidates, values)}
+        harmful = set(find_harmful(scores, harm_threshold=spec.scoring.harm_threshold))
         if not harmful:
             break  # terminates: each pass removes at least one candidate
-        for i in harmful:
-            verdict = candidates[i][0]
-            verdict.accepted, verdict.reason, verdict.score = False, "harmful", values[i]
-            verdict.detail = f"leave-one-out value {values[i]:.4f} < harm threshold {spec.scoring.harm_threshold}"
-        candidates = [c for i, c in enumerate(candidates) if i not in harmful]
+        for verdict, _ in candidates:
+            if verdict.trainer in harmful:
+                verdict.accepted, verdict.reason, verdict.score = False, "harmful", scores[verdict.trainer]
+                verdict.detail = (
+                    f"leave-one-out value {scores[verdict.trainer]:.4f} < harm threshold {spec.scoring.harm_threshold}"
+                )
+        candidates = [c for c in candidates if c[0].trainer not in harmful]
+        scores = {}
     timings["scoring"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -142,7 +147,6 @@ def decide_round(
     after_loss, after_accuracy = evaluate_state(new_state)
     timings["evaluation"] = time.perf_counter() - started
 
-    scores = {v.trainer: value for (v, _), value in zip(candidates, values)}
     rejected = [v.trainer for v in verdicts if not v.accepted]
     budget = budget_for(rejected)
     payouts = split_payouts(budget, scores, base_share=spec.scoring.base_share) if scores else {}

@@ -37,8 +37,6 @@ def digit_task_spec(dataset: str, input_dim: int, *, local_epochs: int = 2, seed
         norm_bound=25.0,
         init_seed=seed,
         training={"local_epochs": local_epochs, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
-        # Honest but label-skewed trainers can score slightly negative; a scaled attack scores far lower.
-        scoring={"base_share": 0.2, "harm_threshold": -0.2},
     )
 
 

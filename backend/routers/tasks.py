@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from typing import Annotated
 
 import numpy as np
 from eth_utils import is_address, keccak, to_checksum_address
 from fastapi import APIRouter, Header, Path, Query, Request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from backend.deps import ChainDep, DbDep, ServicesDep, SettingsDep, StoreDep
 from backend.db import ChainEventRow, EarningRow, RoundRow, SubmissionRow, TaskRow, UsedSignatureRow
@@ -87,7 +90,8 @@ async def put_validation_data(
         body.extend(chunk)
         if len(body) > limit:
             raise ApiError(413, "ValidationDataTooLarge", f"validation data is over the {limit}-byte limit")
-    return _store_validation(services, task_id, bytes(body), signature=signature, expiry=expiry)
+    # The checks below talk to the chain and the database: off the event loop.
+    return await run_in_threadpool(_store_validation, services, task_id, bytes(body), signature=signature, expiry=expiry)
 
 
 def _store_validation(services, task_id: int, body: bytes, *, signature: str, expiry: int) -> dict:
@@ -121,12 +125,18 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
     samples = _check_validation_npz(body, spec)
 
     path = validation_path(settings.private_dir, task_id)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_bytes(body)
-    os.chmod(temp, 0o600)
-    temp.replace(path)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with db.session() as session:
+        # Claiming the signature first makes two concurrent uploads of it race in the database,
+        # where exactly one wins; the file is written only by the winner, inside the transaction.
         session.add(UsedSignatureRow(signature_hash=signature_hash, task_id=task_id))
+        try:
+            session.flush()
+        except IntegrityError:
+            raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again") from None
+        temp.write_bytes(body)
+        os.chmod(temp, 0o600)
+        temp.replace(path)
         session.get(TaskRow, task_id).has_validation_data = True
     return {"task_id": task_id, "samples": samples}
 

@@ -474,6 +474,20 @@ def test_a_validation_signature_is_accepted_once(coordinator_app, post_task, own
     assert path.read_bytes() == second
 
 
+def test_concurrent_uploads_of_one_signature_store_it_once(coordinator_app, post_task, owner, digits):
+    """Two requests racing with the same signature: one is stored, the other refused, no 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = post_task(coordinator_app, validation=False)
+    body = npz(X=digits.validation.X, y=digits.validation.y)
+    headers = upload_headers(coordinator_app, task.task_id, body, signer=owner)
+    url = f"/v1/tasks/{task.task_id}/validation-data"
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: coordinator_app.http.put(url, content=body, headers=headers), range(4)))
+    assert sorted(r.status_code for r in responses) == [200, 409, 409, 409]
+    assert all(r.json()["error"] == "SignatureReplayed" for r in responses if r.status_code == 409)
+
+
 # ---------------------------------------------------------------------- reading
 
 
