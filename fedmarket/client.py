@@ -15,7 +15,7 @@ import numpy as np
 from eth_account import Account
 
 from fedmarket.auth import sign_validation_upload
-from fedmarket.chain import MarketClient
+from fedmarket.chain import MarketClient, SignedTask
 from fedmarket.errors import FedmarketError
 from fedmarket.protocol import TaskTerms
 from fedmarket.spec import TaskSpec
@@ -37,6 +37,28 @@ class CoordinatorUnreachableError(CoordinatorError):
             self, f"cannot reach the coordinator at {base_url} ({reason}): is it running, and is the URL right?"
         )
         self.status, self.error, self.detail = 0, "Unreachable", reason
+
+
+def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
+    """The JSON of `POST /v1/tasks`: the spec, the terms and the owner's signatures (no key).
+    Amounts travel as decimal strings, bytes as 0x-hex."""
+    terms, permit = signed.terms, signed.permit
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "terms": {
+            "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
+            "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
+            "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
+            "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
+        },
+        "owner": signed.owner,
+        "deadline": signed.deadline,
+        "signature": "0x" + signed.owner_signature.hex(),
+        "permit": {
+            "value": str(permit.value), "deadline": permit.deadline, "v": permit.v,
+            "r": "0x" + permit.r.hex(), "s": "0x" + permit.s.hex(),
+        },
+    }  # fmt: skip
 
 
 class CoordinatorClient:
@@ -95,22 +117,7 @@ class CoordinatorClient:
         """Signs the terms and the pool's permit with `owner_key` here, then posts the signatures."""
         owner = Account.from_key(owner_key)
         signed = market.with_account(owner).sign_create_task(terms, deadline=market.chain_time() + valid_for)
-        body = {
-            "spec": spec.model_dump(mode="json"),
-            "terms": {
-                "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
-                "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
-                "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
-                "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
-            },
-            "owner": owner.address,
-            "deadline": signed.deadline,
-            "signature": "0x" + signed.owner_signature.hex(),
-            "permit": {
-                "value": str(signed.permit.value), "deadline": signed.permit.deadline, "v": signed.permit.v,
-                "r": "0x" + signed.permit.r.hex(), "s": "0x" + signed.permit.s.hex(),
-            },
-        }  # fmt: skip
+        body = task_request_body(spec, signed)
         return self._request("POST", "/v1/tasks", json=body)
 
     def upload_validation_data(

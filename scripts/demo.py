@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 from rich.console import Console
@@ -40,6 +37,7 @@ from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account, free_port  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
+from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy  # noqa: E402
 from fedmarket.protocol import TaskStatus, TaskTerms  # noqa: E402
 from fedmarket.spec import TaskSpec  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
@@ -81,47 +79,9 @@ def centralized_accuracy(spec: TaskSpec, train_data: LocalData, validation: Loca
     return evaluate(model, validation).accuracy
 
 
-class Processes:
-    """Subprocesses that are always stopped: on exit, on error, on Ctrl-C."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, command: list[str], *, log: Path, env: dict) -> subprocess.Popen:
-        handle = open(log, "wb")
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"coordinator exited with {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"coordinator not healthy after {timeout} s; see {log}")
-
-
 def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.monotonic()
-    processes = Processes()
+    processes = ProcessGroup()
     with ExitStack() as stack:
         console.rule(f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
                      + (f", attacker {args.attacker}" if args.attacker else ""))
@@ -153,8 +113,8 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             "FEDMARKET_COORDINATOR_URL": api_url,
         }
         log = workdir / "coordinator.log"
-        coordinator_proc = processes.start([sys.executable, "-m", "backend.app"], log=log, env=env)
-        wait_healthy(api_url, coordinator_proc, log)
+        coordinator_proc = processes.start(COORDINATOR_COMMAND, log=log, env=env)
+        wait_until_healthy(api_url, coordinator_proc, log)
         console.print(f"coordinator {api_url} (log {log})")
 
         # Data: the owner keeps 20% for validation; the rest is split non-IID among trainers.

@@ -19,7 +19,9 @@ from backend.db import ChainEventRow, TaskRow, UsedSignatureRow
 from backend.orchestrator import validation_path
 from coordinator_harness import digits_spec, files_under, task_terms
 from fedmarket.auth import SIGNATURE_HEADER, sign_validation_upload
+from fedmarket.chain import SignedTask
 from fedmarket.cid import cid_of
+from fedmarket.client import task_request_body
 from fedmarket.devnet import dev_account
 from fedmarket.protocol import TaskTerms
 
@@ -71,22 +73,7 @@ def create_body(coordinator, spec, terms: TaskTerms, *, signer, owner=None, dead
     deadline = deadline if deadline is not None else market.chain_time() + 600
     signature = market.sign_task_terms(terms, deadline=deadline, nonce=market.nonce_of(owner or signer.address))
     permit = market.sign_permit(terms.reward_pool, deadline=deadline)
-    return {
-        "spec": spec.model_dump(mode="json"),
-        "terms": {
-            "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
-            "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
-            "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
-            "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
-        },
-        "owner": owner or signer.address,
-        "deadline": deadline,
-        "signature": "0x" + signature.hex(),
-        "permit": {
-            "value": str(permit.value), "deadline": permit.deadline, "v": permit.v,
-            "r": "0x" + permit.r.hex(), "s": "0x" + permit.s.hex(),
-        },
-    }  # fmt: skip
+    return task_request_body(spec, SignedTask(terms, owner or signer.address, deadline, signature, permit))
 
 
 def npz(**arrays) -> bytes:

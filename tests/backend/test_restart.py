@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from backend.db import Database, SettlementRow
@@ -35,6 +34,7 @@ from fedmarket.cid import cid_from_digest
 from fedmarket.client import CoordinatorClient
 from fedmarket.devnet import free_port
 from fedmarket.errors import ContractRevert
+from fedmarket.processes import COORDINATOR_COMMAND, log_tail, wait_until_healthy
 from fedmarket.protocol import RoundPhase, TaskStatus
 from fedmarket.store import DirectoryStore, HttpStore
 
@@ -57,20 +57,11 @@ class CoordinatorProcess:
         with open(self.log, "ab") as log:
             log.write(f"\n===== start {self.starts + 1} =====\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "backend.app"], cwd=REPO_ROOT, env=self.environ,
+                COORDINATOR_COMMAND, cwd=REPO_ROOT, env=self.environ,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"coordinator exited with {self.proc.returncode}:\n{self.tail()}"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"coordinator not healthy after {timeout} s:\n{self.tail()}")
+        wait_until_healthy(self.url, self.proc, self.log, timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut."""
@@ -86,8 +77,6 @@ class CoordinatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def tail(self, size: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
 
 
 @pytest.fixture
@@ -104,7 +93,7 @@ def wait_for(condition, what: str, process: CoordinatorProcess | None = None, ti
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; coordinator log:\n{process.tail()}" if process else ""))
+    raise AssertionError(f"timed out waiting for {what}" + (f"; coordinator log:\n{log_tail(process.log)}" if process else ""))
 
 
 def test_a_coordinator_killed_at_any_moment_settles_every_round_once(

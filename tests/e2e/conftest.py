@@ -5,55 +5,17 @@ tests started, whatever happens."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fedmarket.deploy import Deployment, deploy_market, fund_accounts
+from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNDED_TOKENS = 100_000 * 10**18
-
-
-class Processes:
-    """Subprocesses, each in its own process group, all stopped at teardown."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, command: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as handle:
-            proc = subprocess.Popen(
-                command, stdout=handle, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
-                cwd=REPO_ROOT, start_new_session=True,
-            )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def signal(self, proc: subprocess.Popen, signum: int) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signum)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            self.signal(proc, signal.SIGCONT)  # a paused process cannot act on SIGTERM
-            self.signal(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.signal(proc, signal.SIGKILL)
-                proc.wait()
 
 
 @dataclass
@@ -95,8 +57,8 @@ def service_env(e2e_market, workdir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def processes(service_env) -> Iterator[Processes]:
-    registry = Processes(service_env)
+def processes(service_env) -> Iterator[ProcessGroup]:
+    registry = ProcessGroup(service_env)
     try:
         yield registry
     finally:
@@ -114,15 +76,6 @@ def coordinator_url(processes, workdir) -> str:
     settings = {
         "FEDMARKET_DATA_DIR": str(workdir / "coordinator"), "FEDMARKET_PORT": str(port), "FEDMARKET_POLL_INTERVAL": "0.1",
     }  # fmt: skip
-    proc = processes.start([sys.executable, "-m", "backend.app"], log=log, env=settings)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"coordinator exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"coordinator not healthy after 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+    proc = processes.start(COORDINATOR_COMMAND, log=log, env=settings)
+    wait_until_healthy(url, proc, log)
+    return url

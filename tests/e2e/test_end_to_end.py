@@ -29,6 +29,7 @@ from fedmarket.client import CoordinatorClient
 from fedmarket.codec import decode_model
 from fedmarket.datasets import dirichlet_split, load_dataset, save_npz, train_test_split
 from fedmarket.models import build_model
+from fedmarket.processes import log_tail
 from fedmarket.protocol import TaskStatus, TaskTerms, make_commitment
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import HttpStore
@@ -69,10 +70,6 @@ def digits_spec() -> TaskSpec:
         # Honest, label-skewed updates may score a little below zero; none of them is an attack.
         scoring={"base_share": 0.2, "harm_threshold": -1.0},
     )
-
-
-def log_tail(path: Path, chars: int = 1500) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
 
 def wait_for(
