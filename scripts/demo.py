@@ -176,7 +176,6 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         union = LocalData(X_train.astype(np.float32), y_train.astype(np.int64))
         validation = LocalData(X_val.astype(np.float32), y_val.astype(np.int64))
         baseline = centralized_accuracy(spec, union, validation, epochs=args.rounds * args.local_epochs, seed=args.seed)
-        info = market.task(task_id)
         report = {
             "task_id": task_id,
             "dataset": args.dataset,
@@ -185,7 +184,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             "trainers": per_trainer,
             "centralized_accuracy": baseline,
             "federated_accuracy": rounds[-1]["accuracy"] if rounds else None,
-            "owner_refund": (info.pool if info.status == TaskStatus.OPEN else 0) / ONE_TOKEN,
+            "owner_refund": sum(e.args["refund"] for e in market.iter_events("TaskCompleted", task_id=task_id)) / ONE_TOKEN,
             "market_balance": market.token_balance(deployment.market) / ONE_TOKEN,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
