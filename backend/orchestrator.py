@@ -74,7 +74,7 @@ class TaskOrchestrator:
         self.db = db
         self.private_dir = private_dir
         self._spec: TaskSpec | None = None
-        self._validation: LocalData | None = None
+        self._validation: tuple[int, LocalData] | None = None  # (file mtime, data)
 
     # ------------------------------------------------------------------ state machine
 
@@ -119,11 +119,15 @@ class TaskOrchestrator:
         return self._spec
 
     def validation(self) -> LocalData | None:
-        if self._validation is None:
-            path = validation_path(self.private_dir, self.task_id)
-            if path.exists():
-                self._validation = load_validation(path)
-        return self._validation
+        """The owner's split, reloaded when the owner uploads a new one (the file is replaced)."""
+        path = validation_path(self.private_dir, self.task_id)
+        try:
+            version = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if self._validation is None or self._validation[0] != version:
+            self._validation = (version, load_validation(path))
+        return self._validation[1]
 
     def _model_state(self, spec: TaskSpec, model_hash: bytes) -> dict[str, Tensor]:
         return decode_model(self.store.get(cid_from_digest(model_hash)), model=build_model(spec))

@@ -23,6 +23,7 @@ import torch
 import typer
 from eth_account import Account
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from fedmarket.chain import MarketClient
@@ -143,8 +144,12 @@ def run(
     attacker: Annotated[str | None, typer.Option(help=f"demo only: misbehave ({', '.join(ATTACKS)})", hidden=True)] = None,
 ) -> None:  # fmt: skip
     """Join if needed, then train every round until the task ends; claim at the end."""
-    node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker)
-    summary = _guard(node.run)
+    with RunDisplay() as display:
+        node = _node(
+            task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker,
+            on_event=display.on_event,
+        )  # fmt: skip
+        summary = _guard(node.run)
     node.state.write_summary(summary)
     if summary.ejected:
         console.print("[red]this node's update was rejected and its stake slashed; see `fedmarket-trainer status`[/red]")
@@ -201,13 +206,15 @@ def claim(
     console.print(f"claimed {tokens(amount)} FMT" if amount else "nothing to claim")
 
 
-def _node(task_id, key, rpc_url, deployment, coordinator, state_dir, *, data, poll=0.5, attacker=None) -> TrainerNode:
+def _node(
+    task_id, key, rpc_url, deployment, coordinator, state_dir, *, data, poll=0.5, attacker=None, on_event=None
+) -> TrainerNode:
     chain = _chain(rpc_url, deployment, key)
     _existing_task(chain, task_id)
     api = CoordinatorClient(coordinator)
     node = TrainerNode(
         task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
-        state_root=state_dir, poll_interval=poll, on_event=_print_event,
+        state_root=state_dir, poll_interval=poll, on_event=on_event or _print_event,
         transform_update=attack(attacker, seed=task_id) if attacker else None,
     )  # fmt: skip
     if data is not None:
@@ -227,6 +234,45 @@ def _guard(action):
         fail(str(exc))
     except (FedmarketError, FileNotFoundError) as exc:
         fail(str(exc))
+
+
+class RunDisplay:
+    """A live line per round on a terminal (phase, local epoch, loss); every event is also printed
+    as a plain line, so logs of a node without a terminal read the same."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            console=console, disable=not console.is_terminal,
+        )  # fmt: skip
+        self._rounds: dict[int, int] = {}
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+    def _row(self, round_no: int, total: int | None = None) -> int:
+        if round_no not in self._rounds:
+            self._rounds[round_no] = self.progress.add_task(f"round {round_no}", total=total)
+        elif total is not None:
+            self.progress.update(self._rounds[round_no], total=total)
+        return self._rounds[round_no]
+
+    def on_event(self, kind: str, info: dict) -> None:
+        round_no = info.get("round")
+        if kind == "phase" and round_no:
+            self.progress.update(self._row(round_no), description=f"round {round_no}: {info['phase']}")
+        elif kind == "training":
+            self.progress.update(self._row(round_no, total=info["epochs"]), description=f"round {round_no}: training")
+        elif kind == "epoch":
+            self.progress.update(
+                self._row(round_no), advance=1, description=f"round {round_no}: training, loss {info['loss']:.4f}"
+            )
+        if kind != "phase":
+            _print_event(kind, info)
 
 
 def _print_event(kind: str, info: dict) -> None:

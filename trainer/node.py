@@ -134,6 +134,7 @@ class TrainerNode:
         self._transform = transform_update
         self.summary = NodeSummary()
         self._spec: TaskSpec | None = None
+        self._last_phase: tuple[int, RoundPhase] | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -187,6 +188,9 @@ class TrainerNode:
     def step(self, round_no: int, spec: TaskSpec) -> bool:
         """Does what the current phase calls for; False when there is nothing to do yet."""
         phase = self.chain.phase(self.task_id)
+        if (round_no, phase) != self._last_phase:
+            self._last_phase = (round_no, phase)
+            self._emit("phase", {"round": round_no, "phase": phase.name.lower()})
         if round_no == 0 or phase not in (RoundPhase.COMMIT, RoundPhase.REVEAL):
             return False
         saved = self.state.load(round_no)
