@@ -248,3 +248,25 @@ def test_aggregators_keep_float64_deltas_in_float64():
     for result in (fedavg(deltas, [1, 1], max_share=1.0), coordinate_median(deltas), trimmed_mean(deltas, trim_ratio=0.0)):
         assert result["w"].dtype == torch.float64
         torch.testing.assert_close(result["w"], torch.tensor([2.0, 3.0], dtype=torch.float64))
+
+
+def test_orchestrator_reloads_a_replaced_validation_split(tmp_path):
+    """An owner who uploads a new split mid-task has it used from the next round on."""
+    import os
+
+    import numpy as np
+
+    from backend.orchestrator import TaskOrchestrator, validation_path
+
+    # Only the private directory matters here: no chain, store or database is touched.
+    orchestrator = TaskOrchestrator(task_id=7, chain=None, store=None, db=None, private_dir=tmp_path)
+    assert orchestrator.validation() is None
+    path = validation_path(tmp_path, 7)
+    with path.open("wb") as handle:
+        np.savez(handle, X=np.zeros((3, 4), np.float32), y=np.array([0, 1, 2]))
+    assert orchestrator.validation().y.tolist() == [0, 1, 2]
+    with path.open("wb") as handle:
+        np.savez(handle, X=np.ones((2, 4), np.float32), y=np.array([3, 3]))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # coarse clocks: a new version
+    assert orchestrator.validation().y.tolist() == [3, 3]
