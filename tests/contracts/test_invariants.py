@@ -44,6 +44,7 @@ OPERATIONS = [
     *["claim"] * 3,
     *["join", "join_several", "leave", "withdraw_stake", "commit", "everyone_commits"],
     *["reveal", "most_reveal", "advance", "finalize", "abort", "start_round", "cancel_task", "create_task"],
+    "expire_task",
 ]
 
 
@@ -165,7 +166,13 @@ class MarketMachine(RuleBasedStateMachine):
             if task.round_open:
                 round_ = self.market.functions.getRound(task.task_id, task.current_round).call()
                 found += [round_[0], round_[1], round_[1] + SETTLEMENT_GRACE]
+            elif task.status == TaskStatus.OPEN and task.current_round:
+                found.append(self.expires_at(task))
         return found
+
+    def expires_at(self, task: TaskModel) -> int:
+        """When a task whose current round is closed may be expired."""
+        return self.market.functions.getRound(task.task_id, task.current_round).call()[1] + SETTLEMENT_GRACE
 
     def close_round(self, task: TaskModel) -> None:
         task.round_open = False
@@ -249,6 +256,20 @@ class MarketMachine(RuleBasedStateMachine):
         if self.attempt(caller, self.market.functions.cancelTask(task.task_id), expected):
             self.pay(task.owner, task.pool)
             task.pool, task.status = 0, TaskStatus.CANCELLED
+
+    def op_expire_task(self, data):
+        task = self.pick_task(data)
+        if task.status != TaskStatus.OPEN:
+            expected = "TaskMarketTaskNotOpen"
+        elif task.current_round == 0 or task.round_open:
+            expected = "TaskMarketWrongPhase"
+        elif self.chain.now() < self.expires_at(task):
+            expected = "TaskMarketNotExpired"
+        else:
+            expected = None
+        if self.attempt(self.outsider, self.market.functions.expireTask(task.task_id), expected):
+            self.pay(task.owner, task.pool)
+            task.pool, task.status = 0, TaskStatus.EXPIRED
 
     # ------------------------------------------------------------ trainers
 
