@@ -59,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--attacker", choices=ATTACKS, default=None, help="make the last trainer malicious")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--dp-noise", type=float, default=None, help="trainers use DP-SGD with this noise multiplier")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "demo.json")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and state here (default: a temp dir)")
@@ -123,7 +124,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         parts = dirichlet_split(y_train, parts=args.trainers, alpha=args.alpha, seed=args.seed, min_size=20)
         data_files = [save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p]) for i, p in enumerate(parts)]
 
-        spec = digit_task_spec(args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed)
+        spec = digit_task_spec(args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed, dp_noise=args.dp_noise)
         terms = TaskTerms(
             spec_hash=spec.spec_hash(), coordinator=coordinator_account.address, rounds=args.rounds,
             min_trainers=max(1, args.trainers // 2), max_trainers=args.trainers, slash_bps=5000,
@@ -171,6 +172,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
                 "earned": int(rewards["cumulative"]) / ONE_TOKEN,
                 "claimed": market.claimed(task_id, account.address) / ONE_TOKEN,
                 "gas": summary.get("gas_used", 0),
+                "epsilon": summary.get("epsilon"),
             })  # fmt: skip
 
         union = LocalData(X_train.astype(np.float32), y_train.astype(np.int64))
