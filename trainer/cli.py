@@ -275,25 +275,23 @@ class RunDisplay:
             _print_event(kind, info)
 
 
+# One line per node event; the node's event fields fill the template.
+EVENT_LINES = {
+    "epoch": lambda i: f"  round {i['round']}: epoch {i['epoch']} loss {i['loss']:.4f}",
+    "training": lambda i: f"round {i['round']}: training {i['epochs']} local epoch(s)",
+    "committed": lambda i: f"round {i['round']}: committed",
+    "revealed": lambda i: f"round {i['round']}: uploaded {i['cid'][:20]}... and revealed",
+    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
+    "joined": lambda i: f"joined, staked {tokens(i['stake'])} FMT",
+    "ejected": lambda i: f"[red]rejected and slashed in round {i['round']}: no longer in the task[/red]",
+    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
+    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
+}
+
+
 def _print_event(kind: str, info: dict) -> None:
-    if kind == "epoch":
-        console.print(f"  round {info['round']}: epoch {info['epoch']} loss {info['loss']:.4f}")
-    elif kind == "training":
-        console.print(f"round {info['round']}: training {info['epochs']} local epoch(s)")
-    elif kind == "committed":
-        console.print(f"round {info['round']}: committed")
-    elif kind == "revealed":
-        console.print(f"round {info['round']}: uploaded {info['cid'][:20]}... and revealed")
-    elif kind == "missed":
-        console.print(f"[yellow]round {info['round']}: missed ({info['reason']})[/yellow]")
-    elif kind == "joined":
-        console.print(f"joined, staked {tokens(info['stake'])} FMT")
-    elif kind == "ejected":
-        console.print(f"[red]rejected and slashed in round {info['round']}: no longer in the task[/red]")
-    elif kind == "claimed":
-        console.print(f"[green]claimed {tokens(info['amount'])} FMT[/green]")
-    elif kind == "stake_withdrawn":
-        console.print(f"stake returned: {tokens(info['amount'])} FMT")
+    if kind in EVENT_LINES:
+        console.print(EVENT_LINES[kind](info))
 
 
 def main() -> None:
