@@ -13,11 +13,12 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo gas bench compile devnet deploy coordinator clean help
+.PHONY: setup test lint format demo gas bench compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
 	@echo "make test   - run every test (starts its own Anvil)"
+	@echo "make lint   - ruff check, ruff format --check, mypy (make format rewrites the files)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
 	@echo "make bench  - protocol overhead per round, 5/20/50 in-process trainers -> reports/bench.json"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
@@ -41,6 +42,17 @@ compile: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+LINT_PATHS := fedmarket backend trainer scripts bench tests
+
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 demo: setup
 	$(PY) scripts/demo.py $(DEMO_ARGS)

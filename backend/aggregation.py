@@ -20,10 +20,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from fedmarket.spec import AggregationSettings
 
 __all__ = [
     "AggregationResult",
@@ -32,9 +33,7 @@ __all__ = [
     "capped_weights",
     "coordinate_median",
     "fedavg",
-    "flatten",
     "krum_scores",
-    "l2_norm",
     "multi_krum",
     "trim_count",
     "trimmed_mean",
@@ -44,15 +43,6 @@ Delta = Mapping[str, Tensor]
 """A weight delta: ``state_dict`` key -> tensor."""
 
 METHODS = ("fedavg", "median", "trimmed_mean", "krum")
-
-
-class AggregationSettingsLike(Protocol):
-    """What :func:`aggregate` reads from ``fedmarket.spec.AggregationSettings``."""
-
-    method: str
-    trim_ratio: float
-    krum_f: int
-    max_weight_share: float
 
 
 @dataclass(frozen=True)
@@ -69,18 +59,6 @@ class AggregationResult:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def flatten(delta: Delta) -> Tensor:
-    """All of a delta's values as one float64 vector, in the delta's key order."""
-    if not delta:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.cat([tensor.detach().reshape(-1).to(torch.float64) for tensor in delta.values()])
-
-
-def l2_norm(delta: Delta) -> float:
-    """Euclidean norm of a delta over all of its tensors together."""
-    return float(torch.linalg.vector_norm(flatten(delta)))
 
 
 def _check_deltas(deltas: Sequence[Delta]) -> list[str]:
@@ -272,7 +250,7 @@ def multi_krum(
 
 
 def aggregate(
-    deltas: Sequence[Delta], num_samples: Sequence[int], settings: AggregationSettingsLike
+    deltas: Sequence[Delta], num_samples: Sequence[int], settings: AggregationSettings
 ) -> AggregationResult:
     """Combine deltas with the method the task's ``AggregationSettings`` names.
 

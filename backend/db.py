@@ -12,6 +12,7 @@ Schema changes go through Alembic (`backend/migrations`), applied at start.
 
 from __future__ import annotations
 
+import enum
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,23 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+class TaskState(enum.StrEnum):
+    """`tasks.status`: a task's on-chain status (fedmarket.protocol.TaskStatus) as the API names it."""
+
+    OPEN = "open"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class RoundState(enum.StrEnum):
+    """`rounds.status`: started, then closed one way or the other."""
+
+    STARTED = "started"
+    FINALIZED = "finalized"
+    ABORTED = "aborted"
 
 
 class ChainEventRow(Base):
@@ -60,7 +78,7 @@ class TaskRow(Base):
     coordinator: Mapped[str] = mapped_column(String(42))
     spec_cid: Mapped[str] = mapped_column(String(80))
     terms: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # open | completed | cancelled | expired
+    status: Mapped[str] = mapped_column(String(16), index=True)  # a TaskState
     created_tx: Mapped[str] = mapped_column(String(66))
     created_block: Mapped[int] = mapped_column(Integer)
     current_round: Mapped[int] = mapped_column(Integer, default=0)
@@ -73,7 +91,7 @@ class RoundRow(Base):
     __tablename__ = "rounds"
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))  # started | finalized | aborted
+    status: Mapped[str] = mapped_column(String(16))  # a RoundState
     model_cid: Mapped[str] = mapped_column(String(80))
     commit_deadline: Mapped[int] = mapped_column(Integer)
     reveal_deadline: Mapped[int] = mapped_column(Integer)
@@ -119,7 +137,6 @@ class SettlementRow(Base):
     __tablename__ = "settlements"
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # finalize | abort
     payload: Mapped[dict] = mapped_column(JSON)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from requests import RequestException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedmarket.errors import ChainError, ContractRevert, StoreUnavailableError
@@ -47,9 +46,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(_body("InvalidRequest", problems), status_code=422)
 
-    @app.exception_handler(ChainError)
-    @app.exception_handler(RequestException)  # web3's HTTP transport: the node is down or too slow
-    async def _chain_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(ChainError)  # all the SDK raises for chain access, ChainUnavailableError too
+    async def _chain_unavailable(_request: Request, exc: ChainError) -> JSONResponse:
         # A revert a client caused is mapped where it happens; anything left is the node's fault.
         return JSONResponse(_body("ChainUnavailable", f"the chain could not answer: {exc}"), status_code=503)
 

@@ -10,19 +10,27 @@ so deleting the database and restarting rebuilds the same state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
-from pathlib import Path
 
-from eth_utils import to_checksum_address
 from sqlalchemy.orm import Session
 
-from backend.db import ChainEventRow, Cursor, Database, EarningRow, RoundRow, SubmissionRow, TaskRow
-from backend.orchestrator import validation_path
+from backend.db import (
+    ChainEventRow,
+    Cursor,
+    Database,
+    EarningRow,
+    RoundRow,
+    RoundState,
+    SubmissionRow,
+    TaskRow,
+    TaskState,
+)
+from backend.validation import ValidationStore
 from fedmarket.chain import ChainEvent, MarketClient
 from fedmarket.cid import cid_from_digest
-from fedmarket.errors import FedmarketError, StoreError
+from fedmarket.errors import CodecError, StoreError
+from fedmarket.report import RejectionReason, RoundReport
 from fedmarket.store import ContentStore
 
 log = logging.getLogger("fedmarket.indexer")
@@ -45,15 +53,15 @@ def _jsonable(value):
 
 
 class Indexer:
-    """`private_dir` (the owners' validation data) lets a rebuilt index know which tasks have it."""
+    """`validation` (the owners' private splits) lets a rebuilt index know which tasks have one."""
 
     def __init__(
-        self, *, chain: MarketClient, db: Database, store: ContentStore, private_dir: Path | None = None
+        self, *, chain: MarketClient, db: Database, store: ContentStore, validation: ValidationStore | None = None
     ) -> None:
         self.chain = chain
         self.db = db
         self.store = store
-        self.private_dir = private_dir
+        self.validation = validation
         self._lock = threading.Lock()  # the API catches up on demand while the worker tails
 
     def last_indexed_block(self) -> int:
@@ -94,18 +102,6 @@ class Indexer:
         while self.last_indexed_block() < self.chain.block_number():
             self.sync_once()
 
-    def run(self, stop: threading.Event, *, poll_interval: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                if self.sync_once() == 0 and self.last_indexed_block() >= self.chain.block_number():
-                    stop.wait(poll_interval)
-            except FedmarketError as exc:
-                log.warning("indexer: %s; retrying", exc)
-                stop.wait(poll_interval)
-            except Exception:
-                log.exception("indexer: unexpected error; retrying")
-                stop.wait(poll_interval)
-
     # ------------------------------------------------------------------ projections
 
     def _project(self, session: Session, event: ChainEvent) -> None:
@@ -118,25 +114,25 @@ class Indexer:
         session.merge(
             TaskRow(
                 task_id=args["taskId"], owner=args["owner"], coordinator=args["coordinator"],
-                spec_cid=cid_from_digest(terms.spec_hash), terms=_jsonable(terms), status="open",
+                spec_cid=cid_from_digest(terms.spec_hash), terms=_jsonable(terms), status=TaskState.OPEN,
                 created_tx=event.tx_hash, created_block=event.block_number, current_round=0,
                 has_validation_data=self._has_validation_data(args["taskId"]),
             )
         )  # fmt: skip
 
     def _has_validation_data(self, task_id: int) -> bool:
-        return self.private_dir is not None and validation_path(self.private_dir, task_id).exists()
+        return self.validation is not None and self.validation.has(task_id)
 
     def _on_TaskCancelled(self, session: Session, event: ChainEvent, args: dict) -> None:
-        self._close_task(session, args["taskId"], "cancelled", args["refund"])
+        self._close_task(session, args["taskId"], TaskState.CANCELLED, args["refund"])
 
     def _on_TaskCompleted(self, session: Session, event: ChainEvent, args: dict) -> None:
-        self._close_task(session, args["taskId"], "completed", args["refund"])
+        self._close_task(session, args["taskId"], TaskState.COMPLETED, args["refund"])
 
     def _on_TaskExpired(self, session: Session, event: ChainEvent, args: dict) -> None:
-        self._close_task(session, args["taskId"], "expired", args["refund"])
+        self._close_task(session, args["taskId"], TaskState.EXPIRED, args["refund"])
 
-    def _close_task(self, session: Session, task_id: int, status: str, refund: int) -> None:
+    def _close_task(self, session: Session, task_id: int, status: TaskState, refund: int) -> None:
         task = session.get(TaskRow, task_id)
         if task:
             task.status, task.refund = status, str(refund)
@@ -145,7 +141,7 @@ class Indexer:
         model_cid = cid_from_digest(args["modelHash"])
         session.merge(
             RoundRow(
-                task_id=args["taskId"], round=args["round"], status="started", model_cid=model_cid,
+                task_id=args["taskId"], round=args["round"], status=RoundState.STARTED, model_cid=model_cid,
                 commit_deadline=args["commitDeadline"], reveal_deadline=args["revealDeadline"],
                 started_tx=event.tx_hash,
             )
@@ -173,19 +169,19 @@ class Indexer:
         row = session.get(SubmissionRow, (args["taskId"], args["round"], args["trainer"]))
         if row:
             row.accepted, row.slashed = False, str(args["amount"])
-            row.reason = row.reason or "no_reveal"
+            row.reason = row.reason or RejectionReason.NO_REVEAL
 
     def _on_RoundAborted(self, session: Session, event: ChainEvent, args: dict) -> None:
         row = session.get(RoundRow, (args["taskId"], args["round"]))
         if row:
-            row.status, row.closed_tx = "aborted", event.tx_hash
+            row.status, row.closed_tx = RoundState.ABORTED, event.tx_hash
 
     def _on_RoundFinalized(self, session: Session, event: ChainEvent, args: dict) -> None:
         task_id, round_no = args["taskId"], args["round"]
         row = session.get(RoundRow, (task_id, round_no))
         if row is None:
             return
-        row.status, row.closed_tx = "finalized", event.tx_hash
+        row.status, row.closed_tx = RoundState.FINALIZED, event.tx_hash
         row.new_model_cid = cid_from_digest(args["newModelHash"])
         row.report_cid = cid_from_digest(args["reportHash"])
         row.rewards_root = "0x" + args["rewardsRoot"].hex()
@@ -196,17 +192,17 @@ class Indexer:
         report = self._report(row.report_cid)
         if report is None:
             return
-        row.metrics = report.get("metrics")
-        for item in report.get("submissions", []):
-            submission = session.get(SubmissionRow, (task_id, round_no, to_checksum_address(item["trainer"])))
+        row.metrics = report.metrics.model_dump(mode="json")
+        for item in report.submissions:
+            submission = session.get(SubmissionRow, (task_id, round_no, item.trainer))
             if submission:
-                submission.accepted = item["accepted"]
-                submission.reason = item["reason"]
-                submission.score = item["score"]
-                submission.payout = item["payout"]
-        for trainer, amount in report.get("cumulative", {}).items():
+                submission.accepted = item.accepted
+                submission.reason = item.reason
+                submission.score = item.score
+                submission.payout = str(item.payout)
+        for trainer, amount in report.cumulative.items():
             earning = session.get(EarningRow, (task_id, trainer)) or EarningRow(task_id=task_id, trainer=trainer, claimed="0")
-            earning.cumulative = amount
+            earning.cumulative = str(amount)
             session.merge(earning)
 
     def _on_RewardsClaimed(self, session: Session, event: ChainEvent, args: dict) -> None:
@@ -215,9 +211,9 @@ class Indexer:
         earning.claimed = str(args["cumulativeAmount"])
         session.merge(earning)
 
-    def _report(self, cid: str) -> dict | None:
+    def _report(self, cid: str) -> RoundReport | None:
         try:
-            return json.loads(self.store.get(cid))
-        except (StoreError, ValueError) as exc:
+            return RoundReport.from_json(self.store.get(cid))
+        except (StoreError, CodecError) as exc:
             log.warning("indexer: round report %s unreadable: %s", cid, exc)
             return None

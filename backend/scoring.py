@@ -21,7 +21,8 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from backend.aggregation import AggregationSettingsLike, Delta, aggregate
+from backend.aggregation import Delta, aggregate
+from fedmarket.spec import AggregationSettings
 
 __all__ = ["find_harmful", "leave_one_out_values", "split_payouts"]
 
@@ -30,7 +31,7 @@ def leave_one_out_values(
     deltas: Sequence[Delta],
     num_samples: Sequence[int],
     *,
-    settings: AggregationSettingsLike,
+    settings: AggregationSettings,
     loss_of: Callable[[dict[str, Tensor]], float],
 ) -> list[float]:
     """Marginal value of each update: ``loss_of(aggregate without it) - loss_of(aggregate of all)``.

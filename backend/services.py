@@ -11,10 +11,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from backend.db import Database, TaskRow
+from backend.db import Database, TaskRow, TaskState
 from backend.indexer import Indexer
 from backend.orchestrator import TaskOrchestrator
 from backend.settings import Settings
+from backend.validation import ValidationStore
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import Deployment
 from fedmarket.store import DirectoryStore
@@ -29,6 +30,7 @@ class Services:
     store: DirectoryStore
     chain: MarketClient
     indexer: Indexer
+    validation: ValidationStore
     supervisor: Supervisor | None = None
 
     @classmethod
@@ -41,12 +43,13 @@ class Services:
         db.migrate()
         store = DirectoryStore(settings.resolved_store_dir, max_blob_bytes=settings.max_blob_bytes)
         settings.private_dir.mkdir(parents=True, exist_ok=True)
-        indexer = Indexer(chain=chain, db=db, store=store, private_dir=settings.private_dir)
-        return cls(settings, db, store, chain, indexer)
+        validation = ValidationStore(settings.private_dir)
+        indexer = Indexer(chain=chain, db=db, store=store, validation=validation)
+        return cls(settings, db, store, chain, indexer, validation)
 
     def orchestrator(self, task_id: int) -> TaskOrchestrator:
         return TaskOrchestrator(
-            task_id=task_id, chain=self.chain, store=self.store, db=self.db, private_dir=self.settings.private_dir
+            task_id=task_id, chain=self.chain, store=self.store, db=self.db, validation=self.validation
         )
 
     def close(self) -> None:
@@ -82,7 +85,7 @@ class Supervisor:
             try:
                 services.indexer.sync_once()
                 with services.db.session() as session:
-                    open_tasks = [t.task_id for t in session.query(TaskRow).filter_by(status="open") if t.coordinator.lower() == me]
+                    open_tasks = [t.task_id for t in session.query(TaskRow).filter_by(status=TaskState.OPEN) if t.coordinator.lower() == me]
                 for task_id in open_tasks:
                     name = f"task-{task_id}"
                     if name not in self._threads or not self._threads[name].is_alive():

@@ -3,14 +3,9 @@
 No chain and no store here: :func:`decide_round` takes bytes and numbers and returns a
 :class:`RoundDecision`; the orchestrator fetches the inputs and sends the result on-chain.
 
-Rejection reasons (each one gets the trainer slashed):
-    no_reveal       committed but never revealed
-    not_uploaded    revealed a hash whose blob is not in the store
-    invalid         blob is not a valid update for this model (names, shapes, dtype, NaN/Inf)
-    wrong_metadata  update made for another task, round or trainer (a replay)
-    norm_bound      update norm above the spec's bound
-    duplicate       same update hash as an earlier revealer
-    harmful         leave-one-out value below the spec's harm threshold
+Every refused committer is slashed; the reasons are :class:`fedmarket.report.RejectionReason`
+(no_reveal, not_uploaded, invalid, wrong_metadata, norm_bound, duplicate, harmful), and the
+verdicts become the round report's submissions. See ``docs/protocol.md`` (settlement).
 """
 
 from __future__ import annotations
@@ -27,6 +22,7 @@ from backend.aggregation import aggregate
 from backend.scoring import find_harmful, leave_one_out_values, split_payouts
 from fedmarket.codec import apply_delta, decode_update, update_norm
 from fedmarket.errors import CodecError
+from fedmarket.report import RejectionReason, RoundMetrics
 from fedmarket.spec import TaskSpec
 
 
@@ -44,7 +40,7 @@ class Verdict:
     trainer: str
     update_hash: bytes | None
     accepted: bool
-    reason: str | None = None
+    reason: RejectionReason | None = None
     detail: str | None = None
     num_samples: int = 0
     norm: float | None = None
@@ -57,7 +53,7 @@ class RoundDecision:
     verdicts: list[Verdict]
     new_state: dict[str, Tensor]
     payouts: dict[str, int]
-    metrics: dict[str, float]
+    metrics: RoundMetrics
     budget: int
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -94,7 +90,7 @@ def decide_round(
     started = time.perf_counter()
     revealed_by = {to_checksum_address(r.trainer): r for r in revealed}
     verdicts: list[Verdict] = [
-        Verdict(to_checksum_address(t), None, False, "no_reveal", "committed but did not reveal")
+        Verdict(to_checksum_address(t), None, False, RejectionReason.NO_REVEAL, "committed but did not reveal")
         for t in committers
         if to_checksum_address(t) not in revealed_by
     ]
@@ -126,7 +122,7 @@ def decide_round(
             break  # terminates: each pass removes at least one candidate
         for verdict, _ in candidates:
             if verdict.trainer in harmful:
-                verdict.accepted, verdict.reason, verdict.score = False, "harmful", scores[verdict.trainer]
+                verdict.accepted, verdict.reason, verdict.score = False, RejectionReason.HARMFUL, scores[verdict.trainer]
                 verdict.detail = (
                     f"leave-one-out value {scores[verdict.trainer]:.4f} < harm threshold {spec.scoring.harm_threshold}"
                 )
@@ -153,14 +149,10 @@ def decide_round(
     for verdict, _ in candidates:
         verdict.score = scores[verdict.trainer]
         verdict.payout = payouts.get(verdict.trainer, 0)
-    metrics = {
-        "loss": after_loss,
-        "accuracy": after_accuracy,
-        "previous_loss": before_loss,
-        "previous_accuracy": before_accuracy,
-        "accepted": len(candidates),
-        "rejected": sum(1 for v in verdicts if not v.accepted),
-    }
+    metrics = RoundMetrics(
+        loss=after_loss, accuracy=after_accuracy, previous_loss=before_loss, previous_accuracy=before_accuracy,
+        accepted=len(candidates), rejected=sum(1 for v in verdicts if not v.accepted),
+    )  # fmt: skip
     return RoundDecision(verdicts, new_state, payouts, metrics, budget, timings)
 
 
@@ -176,25 +168,25 @@ def _verify(
     trainer = to_checksum_address(item.trainer)
     verdict = Verdict(trainer, item.update_hash, False)
     if item.data is None:
-        verdict.reason, verdict.detail = "not_uploaded", "the revealed update is not in the store"
+        verdict.reason, verdict.detail = RejectionReason.NOT_UPLOADED, "the revealed update is not in the store"
         return verdict, None
     if item.update_hash in seen:
-        verdict.reason, verdict.detail = "duplicate", "an earlier revealer submitted the same update"
+        verdict.reason, verdict.detail = RejectionReason.DUPLICATE, "an earlier revealer submitted the same update"
         return verdict, None
     seen.add(item.update_hash)
     try:
         update = decode_update(item.data, model=global_state)
     except CodecError as exc:
-        verdict.reason, verdict.detail = "invalid", str(exc)[:180]
+        verdict.reason, verdict.detail = RejectionReason.INVALID, str(exc)[:180]
         return verdict, None
     if (update.task_id, update.round) != (task_id, round_no) or update.trainer.lower() != trainer.lower():
-        verdict.reason = "wrong_metadata"
+        verdict.reason = RejectionReason.WRONG_METADATA
         verdict.detail = f"update is for task {update.task_id} round {update.round} trainer {update.trainer}"
         return verdict, None
     verdict.num_samples = update.num_samples
     verdict.norm = update_norm(update.delta)
     if verdict.norm > spec.norm_bound:
-        verdict.reason, verdict.detail = "norm_bound", f"norm {verdict.norm:.3f} > bound {spec.norm_bound}"
+        verdict.reason, verdict.detail = RejectionReason.NORM_BOUND, f"norm {verdict.norm:.3f} > bound {spec.norm_bound}"
         return verdict, None
     verdict.accepted = True
     return verdict, {name: t.to(torch.float32) for name, t in update.delta.items()}

@@ -65,20 +65,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from backend.db import Database  # noqa: E402
-from backend.orchestrator import TaskOrchestrator, validation_path  # noqa: E402
-from fedmarket.chain import MarketClient  # noqa: E402
-from fedmarket.cid import cid_from_digest, digest_of  # noqa: E402
-from fedmarket.codec import decode_model, encode_update, state_delta  # noqa: E402
+from backend.orchestrator import StepAction, TaskOrchestrator  # noqa: E402
+from backend.validation import ValidationStore  # noqa: E402
+from fedmarket.chain import MarketClient, TxResult  # noqa: E402
+from fedmarket.cid import cid_from_digest  # noqa: E402
+from fedmarket.codec import decode_model  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import load_dataset, save_npz  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
-from fedmarket.protocol import TaskTerms, make_commitment, new_salt  # noqa: E402
+from fedmarket.protocol import TaskTerms  # noqa: E402
+from fedmarket.report import RoundReport  # noqa: E402
+from fedmarket.rounds import PreparedUpdate, prepare_update  # noqa: E402
 from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
 from fedmarket.store import DirectoryStore  # noqa: E402
 from scripts.gas_report import TARGETS as GAS_TARGETS  # noqa: E402
-from trainer.training import LocalData, train  # noqa: E402
+from fedmarket.learning import LocalData, train  # noqa: E402
 
 REPORT_PATH = REPO_ROOT / "reports" / "bench.json"
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts, as in the demo
@@ -123,32 +126,20 @@ class Stopwatch:
         return taken
 
 
-class TimedMarketClient(MarketClient):
-    """A MarketClient that books its chain I/O on a stopwatch and keeps each transaction's gas.
+class ChainTimer:
+    """A MarketClient observer (fedmarket.chain.ChainObserver) that books the client's chain I/O on
+    a stopwatch and keeps each transaction's gas: every transaction as ``chain_tx``, every read (a
+    view, an eth_getLogs page, a block query) as ``chain_reads``."""
 
-    Hooks the client's two choke points (every write goes through ``_transact``, every view
-    through ``_call``) plus ``iter_events``; nothing else changes.
-    """
-
-    def __init__(self, *args, watch: Stopwatch, **kwargs) -> None:
+    def __init__(self, watch: Stopwatch) -> None:
         self.watch = watch
         self.sent: list[tuple[str, int, float]] = []  # (function, gas used, seconds), in sending order
-        super().__init__(*args, **kwargs)
 
-    def _transact(self, fn, events):
-        started = time.perf_counter()
-        with self.watch.span("chain_tx"):
-            result = super()._transact(fn, events)
-        self.sent.append((fn.fn_name, result.gas_used, time.perf_counter() - started))
-        return result
+    def span(self, kind: str, name: str):
+        return self.watch.span("chain_tx" if kind == "transaction" else "chain_reads")
 
-    def _call(self, fn, block="latest"):
-        with self.watch.span("chain_reads"):
-            return super()._call(fn, block)
-
-    def iter_events(self, *args, **kwargs):
-        with self.watch.span("chain_reads"):  # read the pages now, so the time lands here
-            return iter(list(super().iter_events(*args, **kwargs)))
+    def transaction_mined(self, name: str, result: TxResult, seconds: float) -> None:
+        self.sent.append((name, result.gas_used, seconds))
 
 
 class TimedStore(DirectoryStore):
@@ -193,9 +184,9 @@ def count_rpc_requests(w3) -> Counter:
 class SimulatedTrainer:
     """A trainer node reduced to its protocol steps, with the SDK called directly."""
 
-    chain: TimedMarketClient
+    chain: MarketClient  # observed by a ChainTimer
     data: LocalData
-    pending: tuple[bytes, bytes, bytes] | None = None  # update blob, hash, salt until revealed
+    pending: PreparedUpdate | None = None  # until revealed
 
     @property
     def address(self) -> str:
@@ -205,7 +196,7 @@ class SimulatedTrainer:
         self, task_id: int, round_no: int, *, spec: TaskSpec, store: TimedStore, seed: int
     ) -> float:
         """Fetch the global model, train, encode, commit; returns the seconds spent training."""
-        watch = self.chain.watch
+        watch = self.chain.observer.watch
         model_hash = self.chain.round(task_id, round_no).model_hash
         blob = store.get(cid_from_digest(model_hash))
         with watch.span("codec"):
@@ -216,19 +207,17 @@ class SimulatedTrainer:
         result = train(model, self.data, spec.training, seed=seed)
         training = time.perf_counter() - started
         with watch.span("codec"):
-            delta = state_delta(model.state_dict(), global_state)
-            update = encode_update(
-                delta, task_id=task_id, round=round_no, trainer=self.address, num_samples=result.num_samples
-            )
-            update_hash, salt = digest_of(update), new_salt()
-        self.chain.commit(task_id, make_commitment(task_id, round_no, self.address, update_hash, salt))
-        self.pending = (update, update_hash, salt)
+            self.pending = prepare_update(
+                global_state=global_state, trained_state=model.state_dict(), task_id=task_id, round_no=round_no,
+                trainer=self.address, num_samples=result.num_samples,
+            )  # fmt: skip
+        self.chain.commit(task_id, self.pending.commitment)
         return training
 
     def upload_and_reveal(self, task_id: int, store: TimedStore) -> None:
-        update, update_hash, salt = self.pending
-        store.put(update)
-        self.chain.reveal(task_id, update_hash, salt)
+        assert self.pending is not None, "train_and_commit first"
+        store.put(self.pending.blob)
+        self.chain.reveal(task_id, self.pending.update_hash, self.pending.salt)
         self.pending = None
 
 
@@ -286,7 +275,7 @@ class Bench:
         self.trainer_store = TimedStore(workdir / "blobs", watch=self.trainer_watch)  # same directory
         self.db = Database(f"sqlite:///{workdir / 'coordinator.db'}")
         self.db.migrate()
-        self.private_dir = workdir / "private"
+        self.validation_store = ValidationStore(workdir / "private")
         self.coordinator = self._client(dev_account(COORDINATOR_INDEX), self.coordinator_watch)
         self.owner = MarketClient(self.w3, self.deployment, dev_account(OWNER_INDEX))
 
@@ -304,8 +293,8 @@ class Bench:
             client = self._client(account, self.trainer_watch)
             self.trainers.append(SimulatedTrainer(client, LocalData(X[share], y[share])))
 
-    def _client(self, account, watch: Stopwatch) -> TimedMarketClient:
-        return TimedMarketClient(self.w3, self.deployment, account, watch=watch)
+    def _client(self, account, watch: Stopwatch) -> MarketClient:
+        return MarketClient(self.w3, self.deployment, account, observer=ChainTimer(watch))
 
     def create_task(self, size: int, spec: TaskSpec) -> int:
         self.store.put(spec.to_canonical_json())
@@ -318,7 +307,7 @@ class Bench:
             reward_pool=REWARD_POOL, min_stake=MIN_STAKE,
         )  # fmt: skip
         task_id = self.owner.create_task(terms).task_id
-        save_npz(validation_path(self.private_dir, task_id), *self.validation)
+        save_npz(self.validation_store.path(task_id), *self.validation)
         for trainer in self.trainers[:size]:
             trainer.chain.join(task_id)
         return task_id
@@ -328,7 +317,7 @@ class Bench:
         task_id = self.create_task(size, spec)
         orchestrator = TaskOrchestrator(
             task_id=task_id, chain=self.coordinator, store=self.store, db=self.db,
-            private_dir=self.private_dir,
+            validation=self.validation_store,
         )  # fmt: skip
         samples = []
         for round_no in range(1, self.args.rounds + 2):
@@ -346,13 +335,13 @@ class Bench:
         self.coordinator_watch.take(), self.trainer_watch.take()
         self.rpc_requests.clear()
         clients = [t.chain for t in trainers] + [self.coordinator]
-        sent_before = [len(client.sent) for client in clients]
+        sent_before = [len(client.observer.sent) for client in clients]
         round_started = time.perf_counter()
 
         started = time.perf_counter()
         result = orchestrator.step()
         start_step = time.perf_counter() - started
-        if result.action != "started":
+        if result.action != StepAction.STARTED:
             raise RuntimeError(f"round {round_no}: orchestrator did {result.action!r}, expected a start")
 
         seed = self.args.seed + 1000 * round_no
@@ -367,22 +356,21 @@ class Bench:
         result = orchestrator.step()
         finalize_step = time.perf_counter() - started
         wall = time.perf_counter() - round_started
-        if result.action != "finalized":
+        if result.action != StepAction.FINALIZED:
             raise RuntimeError(f"round {round_no}: orchestrator did {result.action!r}, expected a finalize")
 
         coordinator = self.coordinator_watch.take()
         trainer_side = self.trainer_watch.take()
         report = self.round_report(task_id, round_no)  # read after the clocks stopped
-        timings = report["timings"]
-        coordinator.update({k: timings[k] for k in ("verify", "scoring", "aggregation", "evaluation")})
-        if report["metrics"]["accepted"] != len(trainers):
-            rejected = report["metrics"]["rejected"]
+        coordinator.update({k: report.timings[k] for k in ("verify", "scoring", "aggregation", "evaluation")})
+        if report.metrics.accepted != len(trainers):
+            rejected = report.metrics.rejected
             raise RuntimeError(f"round {round_no}: {rejected} updates rejected; the bench expects none")
 
         gas: dict[str, list[int]] = defaultdict(list)
         tx_seconds: dict[str, list[float]] = defaultdict(list)
         for client, before in zip(clients, sent_before):
-            for name, used, seconds in client.sent[before:]:
+            for name, used, seconds in client.observer.sent[before:]:
                 gas[name].append(used)
                 tx_seconds[name].append(seconds)
         return RoundSample(
@@ -390,10 +378,10 @@ class Bench:
             rpc_requests=dict(self.rpc_requests),
         )  # fmt: skip
 
-    def round_report(self, task_id: int, round_no: int) -> dict:
+    def round_report(self, task_id: int, round_no: int) -> RoundReport:
         """The round report the coordinator stored (its `timings` split the decision)."""
         report_hash = self.coordinator.round(task_id, round_no).report_hash
-        return json.loads(self.store.get(cid_from_digest(report_hash)))
+        return RoundReport.from_json(self.store.get(cid_from_digest(report_hash)))
 
 
 # ------------------------------------------------------------------------------------ summary

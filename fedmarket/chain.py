@@ -13,11 +13,18 @@ Decisions worth knowing:
 - **Every write waits for its receipt** and returns a :class:`TxResult` (hash, block, gas used
   and the events *the called contract* emitted, decoded). ``create_task``/``create_task_for``
   return a :class:`CreateTaskResult` that also carries the new ``task_id``.
-- **Reverts are named**: every path (gas estimate, eth_call of a view, a dry run, a transaction
-  that was mined and failed) raises ``ContractRevert("TaskMarketWrongPhase", {"taskId": 1,
-  "phase": 2})``, decoded from both ABIs (market and token, so ``ERC20InsufficientAllowance`` and
-  ``EnforcedPause`` are named too). A node that refuses a transaction, or a receipt that never
-  comes, raises :class:`~fedmarket.errors.TransactionFailed`; so catching ``ChainError`` catches all.
+- **Every failure is a ChainError**, and nothing else leaves the client for chain access:
+
+  - reverts are named: every path (gas estimate, eth_call of a view, a dry run, a transaction
+    that was mined and failed) raises ``ContractRevert("TaskMarketWrongPhase", {"taskId": 1,
+    "phase": 2})``, decoded from both ABIs (market and token, so ``ERC20InsufficientAllowance``
+    and ``EnforcedPause`` are named too) by :mod:`fedmarket.abi`;
+  - a node that refuses a transaction, or a receipt that never comes, raises
+    :class:`~fedmarket.errors.TransactionFailed`;
+  - a node that cannot be reached, times out or answers with an RPC error raises
+    :class:`~fedmarket.errors.ChainUnavailableError` (from connecting, every view, every
+    transaction, every page of events). One boundary, :func:`map_transport_errors`, makes that
+    true: every request to the node runs inside it, and web3's or requests' own errors never get out.
 - **Nonces**: a client owns one :class:`~fedmarket.transactions.TransactionSender`, which hands
   out nonces under a lock, so one client may be shared by many threads. Use one client (or
   :meth:`MarketClient.with_account` once) per account per process: two senders for one account
@@ -32,34 +39,43 @@ Decisions worth knowing:
   chain order. Reorgs are not handled here: an indexer on a chain that reorganises should stay a
   few blocks behind the head (``to_block``).
 - **Read-only clients** (no key) may call every view; every write raises ``ChainError``.
+- **Observers** see every request without subclassing: pass ``observer=`` (a :class:`ChainObserver`)
+  to the constructor, :meth:`MarketClient.connect` or :meth:`MarketClient.with_account`. Its
+  ``span(kind, name)`` wraps each transaction (``"transaction"``, named by contract function: build,
+  gas estimate, sign, send, receipt) and each read (``"read"``: views by contract function, node
+  queries by JSON-RPC method, one span per ``eth_getLogs`` page); ``transaction_mined(name, result,
+  seconds)`` follows each successful one with its gas. Spans never nest, and a span that fails sees
+  the ``ChainError`` that ends it. ``bench/protocol_overhead.py`` times the protocol this way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import Web3
-from web3.exceptions import TimeExhausted, Web3RPCError
 
 from fedmarket import protocol
+from fedmarket.abi import REVERT_EXCEPTIONS, ChainEvent, EventDecoder
 from fedmarket.deploy import Deployment
-from fedmarket.errors import ChainError, ContractRevert, TransactionFailed
+from fedmarket.errors import ChainError
 from fedmarket.protocol import PermitSignature, RoundPhase, TaskStatus, TaskTerms
-from fedmarket.transactions import REVERT_EXCEPTIONS, TransactionSender, _abi_type
+from fedmarket.transactions import TransactionSender, map_transport_errors
 
 __all__ = [
+    "DEFAULT_SIGNATURE_TTL",
     "ChainEvent",
+    "ChainObserver",
     "CommitmentInfo",
     "CreateTaskResult",
-    "DEFAULT_SIGNATURE_TTL",
     "EventDecoder",
     "MarketClient",
     "RoundInfo",
@@ -67,6 +83,7 @@ __all__ = [
     "TaskInfo",
     "TrainerInfo",
     "TxResult",
+    "map_transport_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,22 +99,6 @@ READ_ONLY_MESSAGE = (
 
 
 @dataclass(frozen=True)
-class ChainEvent:
-    """One decoded log of the market (or token): ``args`` by Solidity name, Python values."""
-
-    name: str
-    args: dict[str, Any]
-    block_number: int
-    tx_hash: str
-    log_index: int
-
-    @property
-    def task_id(self) -> int | None:
-        """The event's ``taskId``, or None for events that are not about one task."""
-        return self.args.get("taskId")
-
-
-@dataclass(frozen=True)
 class TxResult:
     """A mined, successful transaction and the events the called contract emitted in it."""
 
@@ -105,9 +106,6 @@ class TxResult:
     block_number: int
     gas_used: int
     events: list[ChainEvent] = field(default_factory=list)
-
-    def events_named(self, name: str) -> list[ChainEvent]:
-        return [event for event in self.events if event.name == name]
 
     def event(self, name: str) -> ChainEvent:
         """The first event called `name`; KeyError naming the events present when there is none."""
@@ -203,81 +201,28 @@ class SignedTask:
         }
 
 
-# ------------------------------------------------------------------------------------ events
+# ------------------------------------------------------------------------------------ observer
 
 
-def _is_dynamic(abi_type: str) -> bool:
-    return abi_type in ("string", "bytes") or abi_type.endswith("]") or abi_type.startswith("tuple")
+SpanKind = Literal["transaction", "read"]
 
 
-def _to_python(param: dict, value: Any) -> Any:
-    """ABI-decoded value -> what Python code wants: checksummed addresses, bytes, dicts, TaskTerms."""
-    kind = param["type"]
-    if kind.endswith("]"):
-        inner = {**param, "type": kind[: kind.rindex("[")], "internalType": ""}
-        return [_to_python(inner, item) for item in value]
-    if kind == "tuple":
-        components = param["components"]
-        if param.get("internalType", "").endswith(".TaskTerms"):
-            return TaskTerms(*(_to_python(c, v) for c, v in zip(components, value)))
-        return {c["name"]: _to_python(c, v) for c, v in zip(components, value)}
-    if kind == "address":
-        return to_checksum_address(value)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    return value
+class ChainObserver(Protocol):
+    """Sees every request a :class:`MarketClient` makes of the node: for timing, metrics, tracing.
 
+    A hook instead of subclassing the client, so the client's plumbing can change without
+    breaking whoever measures it.
+    """
 
-class EventDecoder:
-    """Decodes the logs one contract emits, with the events declared in its ABI."""
+    def span(self, kind: SpanKind, name: str) -> AbstractContextManager[None]:
+        """Wraps one transaction (build, gas estimate, sign, send, receipt) or one read (a view's
+        eth_call, one eth_getLogs page, a block query). `name` is the contract function
+        (``commit``, ``getTask``) or, for node queries, the JSON-RPC method (``eth_getLogs``)."""
+        ...
 
-    def __init__(self, abi: list[dict], address: str) -> None:
-        self.address = to_checksum_address(address)
-        self.by_topic: dict[bytes, dict] = {}
-        self.by_name: dict[str, dict] = {}
-        for entry in abi:
-            if entry.get("type") != "event" or entry.get("anonymous"):
-                continue
-            signature = f"{entry['name']}({','.join(_abi_type(p) for p in entry['inputs'])})"
-            self.by_topic[keccak(text=signature)] = entry
-            self.by_name[entry["name"]] = entry
-
-    def topic(self, name: str) -> bytes:
-        return keccak(text=f"{name}({','.join(_abi_type(p) for p in self.entry(name)['inputs'])})")
-
-    def entry(self, name: str) -> dict:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise ValueError(f"no event {name!r} in the ABI; known events: {sorted(self.by_name)}") from None
-
-    def decode(self, log_entry) -> ChainEvent | None:
-        """The decoded event, or None when the log is not from this contract or not in its ABI."""
-        if to_checksum_address(log_entry["address"]) != self.address or not log_entry["topics"]:
-            return None
-        entry = self.by_topic.get(bytes(log_entry["topics"][0]))
-        if entry is None:
-            return None
-        indexed = [p for p in entry["inputs"] if p.get("indexed")]
-        plain = [p for p in entry["inputs"] if not p.get("indexed")]
-        values: dict[str, Any] = {}
-        for param, topic in zip(indexed, log_entry["topics"][1:]):
-            abi_type = _abi_type(param)
-            # An indexed dynamic value is stored as its keccak256 hash: keep the hash.
-            values[param["name"]] = bytes(topic) if _is_dynamic(abi_type) else _to_python(
-                param, abi_decode([abi_type], bytes(topic))[0]
-            )
-        decoded = abi_decode([_abi_type(p) for p in plain], bytes(log_entry["data"]))
-        for param, value in zip(plain, decoded):
-            values[param["name"]] = _to_python(param, value)
-        args = {p["name"]: values[p["name"]] for p in entry["inputs"]}  # declaration order
-        return ChainEvent(
-            name=entry["name"],
-            args=args,
-            block_number=int(log_entry["blockNumber"]),
-            tx_hash=Web3.to_hex(log_entry["transactionHash"]),
-            log_index=int(log_entry["logIndex"]),
-        )
+    def transaction_mined(self, name: str, result: TxResult, seconds: float) -> None:
+        """Called after each successful transaction; `seconds` from building it to its receipt."""
+        ...
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -323,10 +268,12 @@ class MarketClient:
         account: LocalAccount | None = None,
         *,
         receipt_timeout: float = 120.0,
+        observer: ChainObserver | None = None,
     ) -> None:
         self.w3 = w3
         self.deployment = deployment
         self.account = account
+        self.observer = observer
         self.market_address = to_checksum_address(deployment.market)
         self.token_address = to_checksum_address(deployment.token)
         self._receipt_timeout = receipt_timeout
@@ -352,27 +299,30 @@ class MarketClient:
         *,
         request_timeout: float = 30.0,
         receipt_timeout: float = 120.0,
+        observer: ChainObserver | None = None,
     ) -> MarketClient:
         """A client over HTTP JSON-RPC for the deployment in `deployment` (a deployments file or
-        a loaded :class:`Deployment`); with `private_key`, a client that can send transactions."""
+        a loaded :class:`Deployment`); with `private_key`, a client that can send transactions.
+        ChainUnavailableError when nothing answers at `rpc_url`."""
         if not isinstance(deployment, Deployment):
             deployment = Deployment.load(deployment)
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
         account = Account.from_key(private_key) if private_key is not None else None
-        return cls(w3, deployment, account, receipt_timeout=receipt_timeout)
+        return cls(w3, deployment, account, receipt_timeout=receipt_timeout, observer=observer)
 
     def with_account(self, account: LocalAccount | str | bytes | None) -> MarketClient:
-        """A client for another account (or read-only with None) on the same connection."""
+        """A client for another account (or read-only with None) on the same connection and observer."""
         account = _account(account) if account is not None else None
-        return MarketClient(self.w3, self.deployment, account, receipt_timeout=self._receipt_timeout)
+        return MarketClient(
+            self.w3, self.deployment, account, receipt_timeout=self._receipt_timeout, observer=self.observer
+        )
 
     def _check_chain(self) -> None:
         where = getattr(self.w3.provider, "endpoint_uri", None) or "the RPC"
-        try:
+        with self._node("read", "eth_chainId"):
             chain_id = self.w3.eth.chain_id
+        with self._node("read", "eth_getCode"):
             code = self.w3.eth.get_code(self.market_address)
-        except (OSError, Web3RPCError) as exc:  # requests' ConnectionError is an OSError
-            raise ChainError(f"cannot reach the chain at {where} ({exc}): is the node running?") from exc
         if chain_id != self.deployment.chain_id:
             raise ChainError(
                 f"{where} is chain {chain_id}, but deployment {self.deployment.network!r} is on chain "
@@ -400,33 +350,41 @@ class MarketClient:
             raise ChainError(READ_ONLY_MESSAGE)
         return self.account
 
+    @contextmanager
+    def _node(self, kind: SpanKind, name: str) -> Iterator[None]:
+        """Every request to the node runs in here: the observer's span around the transport boundary,
+        so the observer sees the ChainError a failed request ends with."""
+        span = self.observer.span(kind, name) if self.observer is not None else nullcontext()
+        doing = f"sending {name} from {self.address}" if kind == "transaction" else f"reading {name}"
+        with span, map_transport_errors(self.w3, doing):
+            yield
+
     def _call(self, fn, block: int | str = "latest"):
         """eth_call of a view or a dry run; reverts come back as named ContractRevert."""
         params = {"from": self.address} if self.address else {}
-        try:
-            return fn.call(params, block_identifier=block)
-        except REVERT_EXCEPTIONS as exc:
-            raise self.decoder.from_exception(exc) from None
+        with self._node("read", fn.fn_name):
+            try:
+                return fn.call(params, block_identifier=block)
+            except REVERT_EXCEPTIONS as exc:
+                raise self.decoder.from_exception(exc) from None
 
     def _transact(self, fn, events: EventDecoder) -> TxResult:
         self._require_account()
         assert self._sender is not None
-        try:
+        started = time.perf_counter()
+        with self._node("transaction", fn.fn_name):
             receipt = self._sender.transact(fn)
-        except Web3RPCError as exc:
-            raise TransactionFailed(f"the node refused {fn.fn_name} from {self.address}: {exc}") from exc
-        except TimeExhausted as exc:
-            raise TransactionFailed(
-                f"{fn.fn_name} from {self.address} was sent but not mined within "
-                f"{self._receipt_timeout} s: {exc}"
-            ) from exc
+        seconds = time.perf_counter() - started
         decoded = [e for e in (events.decode(entry) for entry in receipt["logs"]) if e is not None]
-        return TxResult(
+        result = TxResult(
             tx_hash=Web3.to_hex(receipt["transactionHash"]),
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
             events=decoded,
         )
+        if self.observer is not None:
+            self.observer.transaction_mined(fn.fn_name, result, seconds)
+        return result
 
     def _market_tx(self, fn) -> TxResult:
         return self._transact(fn, self.market_events)
@@ -698,10 +656,13 @@ class MarketClient:
 
     def chain_time(self) -> int:
         """Timestamp of the latest block: the clock every deadline is compared with."""
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+        with self._node("read", "eth_getBlockByNumber"):
+            return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def block_number(self) -> int:
-        return int(self.w3.eth.block_number)
+        """The head's block number."""
+        with self._node("read", "eth_blockNumber"):
+            return int(self.w3.eth.block_number)
 
     # -------------------------------------------------------------------- signatures
 
@@ -784,7 +745,8 @@ class MarketClient:
         events whose indexed ``taskId`` is that task (a topic filter: the node does the work).
         `from_block` defaults to the deployment block, `to_block` to the head when iteration
         starts (fixed then, so the iteration ends). Logs whose event is not in the ABI are
-        skipped with a warning (an ABI older than the contract).
+        skipped with a warning (an ABI older than the contract). A node that fails while pages
+        are read raises ChainUnavailableError from the iteration, after the events already yielded.
         """
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
@@ -799,18 +761,25 @@ class MarketClient:
             params: dict[str, Any] = {"address": self.market_address, "fromBlock": start, "toBlock": stop}
             if topics:
                 params["topics"] = topics
-            logs = self.w3.eth.get_logs(params)
-            for entry in sorted(logs, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
-                event = self.market_events.decode(entry)
-                if event is None:
-                    log.warning(
-                        "skipping log %s:%s with topic %s: not an event of the market ABI",
-                        Web3.to_hex(entry["transactionHash"]), entry["logIndex"],
-                        Web3.to_hex(entry["topics"][0]) if entry["topics"] else None,
-                    )  # fmt: skip
-                    continue
-                yield event
+            # Read and decode a page inside the span, yield outside it: the caller's time is not a read.
+            with self._node("read", "eth_getLogs"):
+                page = self._decode_page(self.w3.eth.get_logs(params))
+            yield from page
             start = stop + 1
+
+    def _decode_page(self, logs) -> list[ChainEvent]:
+        events = []
+        for entry in sorted(logs, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
+            event = self.market_events.decode(entry)
+            if event is None:
+                log.warning(
+                    "skipping log %s:%s with topic %s: not an event of the market ABI",
+                    Web3.to_hex(entry["transactionHash"]), entry["logIndex"],
+                    Web3.to_hex(entry["topics"][0]) if entry["topics"] else None,
+                )  # fmt: skip
+                continue
+            events.append(event)
+        return events
 
 
 def _first_indexed_is_task_id(entry: dict) -> bool:

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from safetensors.torch import load as parse_safetensors  # parses tensors only: no pickle, no code
 import torch
+from safetensors.torch import load as parse_safetensors  # parses tensors only: no pickle, no code
 from torch import Tensor, nn
 
 from fedmarket.errors import CodecError, NonFiniteUpdateError, UpdateMismatchError

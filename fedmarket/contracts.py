@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedmarket.errors import CompilationError
+from fedmarket.files import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLC_VERSION = "0.8.28"  # pinned in package.json (npm `solc`) and ape-config.yaml
@@ -95,9 +96,6 @@ def compile_contracts(root: Path = REPO_ROOT, *, cache_path: Path | None = None)
             if bytecode:
                 artifacts[name] = Artifact(name, compiled["abi"], "0x" + bytecode)
 
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"fingerprint": fingerprint, "artifacts": {n: {"abi": a.abi, "bytecode": a.bytecode} for n, a in artifacts.items()}}
-    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")  # concurrent compiles never collide
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(cache_path)
+    atomic_write(cache_path, json.dumps(payload).encode())  # concurrent compiles never collide
     return artifacts

@@ -10,10 +10,13 @@ in the layout a trainer node loads (arrays ``X`` and ``y``).
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from fedmarket.files import atomic_write
 
 __all__ = ["DATASETS", "dirichlet_split", "load_dataset", "save_npz", "train_test_split"]
 
@@ -103,8 +106,6 @@ def dirichlet_split(
 
 def save_npz(path: str | Path, X: np.ndarray, y: np.ndarray) -> Path:
     """Write ``X`` and ``y`` to exactly ``path`` (compressed npz; parent folders created) and return it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        np.savez_compressed(handle, X=np.asarray(X), y=np.asarray(y))
-    return path
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=np.asarray(X), y=np.asarray(y))
+    return atomic_write(path, buffer.getvalue())

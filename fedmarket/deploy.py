@@ -8,16 +8,17 @@ through :func:`deploy_market`, so there is one deployment procedure.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from fedmarket.abi import RevertDecoder
 from fedmarket.contracts import Artifact
 from fedmarket.errors import DeploymentNotFoundError
-from fedmarket.transactions import RevertDecoder, TransactionSender
+from fedmarket.files import atomic_write
+from fedmarket.transactions import TransactionSender, map_transport_errors
 
 TOKEN_DECIMALS = 18
 ONE_TOKEN = 10**TOKEN_DECIMALS
@@ -44,10 +45,7 @@ class Deployment:
 
     def write(self, path: Path) -> None:
         """Atomic write, so a reader never sees half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        atomic_write(path, self.to_json().encode())
 
     @classmethod
     def load(cls, path: Path | str) -> Deployment:
@@ -84,9 +82,11 @@ def deploy_market(
     market_address, _ = sender.deploy(
         market.abi, market.bytecode, token_address, settlement_grace, admin or deployer.address
     )
+    with map_transport_errors(w3, "reading the chain id"):
+        chain_id = w3.eth.chain_id
     return Deployment(
         network=network,
-        chain_id=w3.eth.chain_id,
+        chain_id=chain_id,
         token=token_address,
         market=market_address,
         deploy_block=receipt["blockNumber"],

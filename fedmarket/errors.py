@@ -13,6 +13,7 @@ generic callers (argument parsers, web frameworks) treat them as bad input, not 
     ├── InvalidCIDError (ValueError)   not a CIDv1 raw sha2-256 identifier
     ├── SpecError (ValueError)         task spec violates the schema
     ├── ModelBuildError (ValueError)   declared layers do not fit together
+    ├── DataMismatchError (ValueError) local or validation data does not fit the task spec
     ├── CodecError (ValueError)        bytes are not a valid update/model blob
     │   ├── UpdateMismatchError        tensor names, shapes, dtypes or metadata differ
     │   └── NonFiniteUpdateError       a tensor holds NaN or infinity
@@ -20,6 +21,7 @@ generic callers (argument parsers, web frameworks) treat them as bad input, not 
     └── ChainError                     talking to the chain failed
         ├── ContractRevert             a contract call reverted with a custom error
         ├── TransactionFailed          a transaction was not mined or failed
+        ├── ChainUnavailableError      the node could not be reached or gave no usable answer
         └── DeploymentNotFoundError    no deployment record for the network
 
 Every message says what was wrong and, where there is something to do, what to do.
@@ -33,10 +35,12 @@ __all__ = [
     "BlobNotFoundError",
     "BlobTooLargeError",
     "ChainError",
+    "ChainUnavailableError",
     "CodecError",
     "CompilationError",
     "ContractRevert",
     "CorruptBlobError",
+    "DataMismatchError",
     "DeploymentNotFoundError",
     "FedmarketError",
     "InvalidCIDError",
@@ -128,8 +132,16 @@ class ModelBuildError(FedmarketError, ValueError):
     """The layers a spec declares cannot form a model: shapes do not chain, or it is too big."""
 
 
+class DataMismatchError(FedmarketError, ValueError):
+    """Data does not fit the task: wrong shape, labels, values or file layout.
+
+    The message names the problem and what the task expects; fix the file (or pick the right
+    task) and start again. Nothing has been trained, sent or stored when this is raised.
+    """
+
+
 class CodecError(FedmarketError, ValueError):
-    """Bytes are not a well-formed fedmarket update or model blob (safetensors with our metadata)."""
+    """Bytes are not a well-formed fedmarket blob: an update or model (safetensors with our metadata), a report."""
 
 
 class UpdateMismatchError(CodecError):
@@ -151,7 +163,8 @@ class CompilationError(FedmarketError):
 
 
 class ChainError(FedmarketError):
-    """Talking to the chain failed: a revert, a failed transaction, a missing deployment."""
+    """Talking to the chain failed: a revert, a failed transaction, an unreachable node, a missing
+    deployment. Nothing the SDK does on the chain raises anything else (see :mod:`fedmarket.chain`)."""
 
 
 class ContractRevert(ChainError):
@@ -197,6 +210,25 @@ class TransactionFailed(ChainError):
     def __init__(self, message: str, *, tx_hash: str | None = None) -> None:
         self.tx_hash = tx_hash
         super().__init__(message if tx_hash is None else f"{message} (transaction {tx_hash})")
+
+
+class ChainUnavailableError(ChainError):
+    """The JSON-RPC endpoint could not be reached, timed out, or answered with an error that is not a
+    revert. Nothing about the request itself was wrong: the same call may succeed once the node is back.
+
+    ``endpoint`` is the URL (or provider) that failed, ``reason`` what went wrong at the bottom
+    (``[Errno 111] Connection refused``), ``doing`` what the SDK was asking for when it did.
+    """
+
+    def __init__(self, *, endpoint: str, reason: str, doing: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        self.doing = doing
+        during = f" while {doing}" if doing else ""
+        super().__init__(
+            f"cannot reach the chain at {endpoint}{during} ({reason}): is the node running? "
+            "check FEDMARKET_RPC_URL (or --rpc-url) and retry"
+        )
 
 
 class DeploymentNotFoundError(ChainError):

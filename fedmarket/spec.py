@@ -17,12 +17,12 @@ built with its constructor, :meth:`TaskSpec.from_json` or :func:`mlp_spec`. (Pyd
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedmarket.canonical import canonical_json
 from fedmarket.errors import SpecError
 
 __all__ = [
@@ -223,14 +223,7 @@ class TaskSpec(_SpecModel):
         round-trip form; the same spec always gives the same bytes, whatever field order or
         spelling (``1`` or ``1.0``) it was written in.
         """
-        text = json.dumps(
-            self.model_dump(mode="json"),
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
-        return text.encode("utf-8")
+        return canonical_json(self)
 
     def spec_hash(self) -> bytes:
         """sha256 of the canonical JSON: the ``specHash`` of the task's on-chain terms."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +33,7 @@ from fedmarket.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from fedmarket.files import atomic_output
 
 __all__ = [
     "DEFAULT_MAX_BLOB_BYTES",
@@ -120,26 +120,15 @@ class DirectoryStore(ContentStore):
         return self.put_stream((data,))
 
     def put_stream(self, chunks: Iterable[BlobData]) -> str:
-        fd, temp_name = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        temp = Path(temp_name)
-        try:
-            hasher = hashlib.sha256()
-            with os.fdopen(fd, "wb") as file:
-                for chunk in _limited(chunks, limit=self.max_blob_bytes, where=repr(self)):
-                    hasher.update(chunk)
-                    file.write(chunk)
-                file.flush()
-                os.fsync(file.fileno())
-            temp.chmod(0o644)  # blobs are public content; mkstemp creates files 0600
+        hasher = hashlib.sha256()
+        with atomic_output(self.root, mode=0o644) as out:  # blobs are public content
+            for chunk in _limited(chunks, limit=self.max_blob_bytes, where=repr(self)):
+                hasher.update(chunk)
+                out.file.write(chunk)
             cid = cid_from_digest(hasher.digest())
-            final = self._path(cid)
-            final.parent.mkdir(exist_ok=True)
+            out.target = self._path(cid)
             # Replacing an existing copy is harmless (same bytes) and repairs a corrupt one.
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_directory(final.parent)
+            out.target.parent.mkdir(exist_ok=True)
         return cid
 
     def get(self, cid: str) -> bytes:
@@ -367,15 +356,6 @@ def _verified(cid: str, data: bytes, *, where: str) -> bytes:
     if actual != digest_from_cid(cid):
         raise CorruptBlobError(cid, actual_cid=cid_from_digest(actual), where=where)
     return data
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: the new directory entry survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _blob_path(cid: str) -> str:

@@ -42,7 +42,7 @@ from fedmarket.protocol import TaskStatus, TaskTerms  # noqa: E402
 from fedmarket.spec import TaskSpec  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
 from trainer.attacks import ATTACKS  # noqa: E402
-from trainer.training import LocalData, evaluate, train  # noqa: E402
+from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
 
 console = Console()
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts

@@ -4,22 +4,19 @@ tests never see each other's transactions."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 from eth_account.signers.local import LocalAccount
+from testkit.market import MarketEnv
 from web3 import Web3
 
 from fedmarket.contracts import compile_contracts
 from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market, fund_accounts
 from fedmarket.devnet import Anvil, dev_accounts
-from backend.settings import Settings
 from fedmarket.transactions import TransactionSender
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINER_COUNT = 10
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
 FUNDED_TOKENS = 100_000 * ONE_TOKEN
@@ -127,15 +124,6 @@ def market_chain(chain, deployment) -> Chain:
 
 # ---------------------------------------------------------------------- services
 
-@dataclass
-class MarketEnv:
-    """A market deployed for one test (its own addresses), written to a deployments file."""
-
-    deployment: Deployment
-    deployment_file: Path
-    rpc_url: str
-
-
 @pytest.fixture
 def fresh_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path) -> MarketEnv:
     """A new token + market on the session Anvil, for tests whose services index the chain
@@ -145,23 +133,3 @@ def fresh_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_
     path = tmp_path / "deployments" / "local.json"
     deployed.write(path)
     return MarketEnv(deployed, path, anvil.url)
-
-
-def coordinator_settings(env: MarketEnv, data_dir: Path, **overrides) -> Settings:
-    """Devnet settings for a coordinator on `env`, keeping its data under `data_dir`."""
-    return Settings(
-        rpc_url=env.rpc_url, deployment_file=env.deployment_file, data_dir=data_dir, poll_interval=0.1, **overrides
-    )
-
-
-def coordinator_env(env: MarketEnv, data_dir: Path, port: int) -> dict[str, str]:
-    """Environment that makes `python -m backend.app` run against `env` (for subprocess tests)."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "FEDMARKET_RPC_URL": env.rpc_url,
-        "FEDMARKET_DEPLOYMENT_FILE": str(env.deployment_file),
-        "FEDMARKET_DATA_DIR": str(data_dir),
-        "FEDMARKET_PORT": str(port),
-        "FEDMARKET_POLL_INTERVAL": "0.1",
-    }

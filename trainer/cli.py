@@ -33,7 +33,7 @@ from fedmarket.protocol import TaskStatus
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
 from trainer.attacks import ATTACKS, attack
-from trainer.data import load_local_data
+from fedmarket.learning import load_local_data
 from trainer.node import StateDir, TrainerNode
 
 app = typer.Typer(help="Train on your private data for fedmarket tasks and earn tokens.", no_args_is_help=True)
@@ -77,10 +77,8 @@ def _chain(rpc_url: str, deployment: Path, key: str | None = None, *, need_key: 
     account = _account(key) if need_key or key else None
     try:
         client = MarketClient.connect(rpc_url, deployment)
-    except FedmarketError as exc:
+    except FedmarketError as exc:  # no deployments file, wrong chain, node unreachable (ChainUnavailableError)
         fail(str(exc))
-    except Exception as exc:  # connection refused and friends
-        fail(f"cannot reach the chain at {rpc_url}: {exc}")
     return client.with_account(account) if account else client
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -23,13 +22,14 @@ from pathlib import Path
 from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
-from fedmarket.codec import decode_model, encode_update, state_delta
 from fedmarket.errors import ContractRevert, FedmarketError
+from fedmarket.files import atomic_write
+from fedmarket.learning import LocalData, train
 from fedmarket.models import build_model
-from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment, new_salt
+from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment
+from fedmarket.rounds import DeltaRewrite, fetch_model, fetch_spec, prepare_update
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
-from trainer.training import LocalData, train
 
 log = logging.getLogger("fedmarket.trainer")
 EventSink = Callable[[str, dict], None]
@@ -72,18 +72,10 @@ class StateDir:
         self.path = Path(root) / trainer.lower() / f"task-{task_id}"
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def _write(self, path: Path, data: bytes) -> None:
-        temp = path.with_name(f".{path.name}.tmp")
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(path)
-
     def save(self, state: RoundState, update: bytes | None = None) -> None:
         if update is not None:
-            self._write(self.path / f"round-{state.round}.update", update)
-        self._write(self.path / f"round-{state.round}.json", json.dumps(state.__dict__).encode())
+            atomic_write(self.path / f"round-{state.round}.update", update)
+        atomic_write(self.path / f"round-{state.round}.json", json.dumps(state.__dict__).encode())
 
     def load(self, round_no: int) -> tuple[RoundState, bytes] | None:
         meta, blob = self.path / f"round-{round_no}.json", self.path / f"round-{round_no}.update"
@@ -98,7 +90,7 @@ class StateDir:
     def write_summary(self, summary: NodeSummary) -> Path:
         """What the node did in this task, as JSON (read by `status` and the demo)."""
         path = self.path / "summary.json"
-        self._write(path, json.dumps(summary.__dict__).encode())
+        atomic_write(path, json.dumps(summary.__dict__).encode())
         return path
 
     def all_rounds(self) -> list[RoundState]:
@@ -119,7 +111,7 @@ class TrainerNode:
         state_root: Path,
         poll_interval: float = 0.5,
         on_event: EventSink | None = None,
-        transform_update: Callable[[dict], dict] | None = None,
+        transform_update: DeltaRewrite | None = None,
     ) -> None:
         self.task_id = task_id
         self.chain = chain
@@ -140,8 +132,7 @@ class TrainerNode:
 
     def spec(self) -> TaskSpec:
         if self._spec is None:
-            info = self.chain.task(self.task_id)
-            self._spec = TaskSpec.from_json(self.store.get(cid_from_digest(info.terms.spec_hash)))
+            self._spec = fetch_spec(self.store, self.chain.task(self.task_id).terms.spec_hash)
         return self._spec
 
     def ensure_joined(self) -> None:
@@ -225,27 +216,24 @@ class TrainerNode:
         self._emit("committed", {"round": round_no})
 
     def _train(self, round_no: int, spec: TaskSpec) -> tuple[RoundState, bytes]:
-        round_info = self.chain.round(self.task_id, round_no)
-        model_cid = cid_from_digest(round_info.model_hash)
-        model = build_model(spec)
         # The store verifies the blob against its CID, i.e. against the on-chain model hash.
-        global_state = decode_model(self.store.get(model_cid), model=model)
+        global_state = fetch_model(self.store, spec, self.chain.round(self.task_id, round_no).model_hash)
+        model = build_model(spec)
         model.load_state_dict(global_state)
         self._emit("training", {"round": round_no, "epochs": spec.training.local_epochs})
         result = train(
             model, self.data, spec.training, seed=secrets.randbits(63), privacy=spec.privacy,
             on_epoch=lambda epoch, loss: self._emit("epoch", {"round": round_no, "epoch": epoch, "loss": loss}),
         )  # fmt: skip
-        delta = state_delta(model.state_dict(), global_state)
-        if self._transform is not None:
-            delta = self._transform(delta)
-        update = encode_update(
-            delta, task_id=self.task_id, round=round_no, trainer=self.address, num_samples=result.num_samples
-        )
+        prepared = prepare_update(
+            global_state=global_state, trained_state=model.state_dict(), task_id=self.task_id, round_no=round_no,
+            trainer=self.address, num_samples=result.num_samples, rewrite=self._transform,
+        )  # fmt: skip
         state = RoundState(
-            round=round_no, update_hash=digest_of(update).hex(), salt=new_salt().hex(),
+            round=round_no, update_hash=prepared.update_hash.hex(), salt=prepared.salt.hex(),
             num_samples=result.num_samples, loss=result.loss, epsilon=result.epsilon,
         )  # fmt: skip
+        update = prepared.blob
         self.state.save(state, update)  # on disk before the commit: a restart can still reveal
         if result.epsilon is not None:
             self.summary.epsilon = (self.summary.epsilon or 0.0) + result.epsilon

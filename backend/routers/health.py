@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from backend.deps import ChainDep, DbDep, StoreDep
 from fedmarket.cid import cid_of
+from fedmarket.errors import ChainError
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +24,7 @@ def healthz(db: DbDep, chain: ChainDep, store: StoreDep) -> JSONResponse:
         checks["db"] = f"error: {exc}"
     try:
         checks["chain"] = f"ok (block {chain.block_number()})"
-    except Exception as exc:
+    except ChainError as exc:  # the SDK's one error for chain access (ChainUnavailableError when down)
         checks["chain"] = f"error: {exc}"
     try:
         store.has(cid_of(b""))

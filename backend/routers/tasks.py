@@ -3,29 +3,32 @@ its rounds and rewards."""
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import uuid
 from typing import Annotated
 
-import numpy as np
 from eth_utils import is_address, keccak, to_checksum_address
 from fastapi import APIRouter, Header, Path, Query, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from backend.deps import ChainDep, DbDep, ServicesDep, SettingsDep, StoreDep
-from backend.db import ChainEventRow, EarningRow, RoundRow, SubmissionRow, TaskRow, UsedSignatureRow
+from backend.db import (
+    ChainEventRow,
+    EarningRow,
+    RoundRow,
+    RoundState,
+    SubmissionRow,
+    TaskRow,
+    TaskState,
+    UsedSignatureRow,
+)
+from backend.deps import ChainDep, DbDep, ServicesDep, StoreDep
 from backend.errors import ApiError
-from backend.orchestrator import validation_path
 from backend.schemas import CreateTaskRequest
 from fedmarket.auth import EXPIRY_HEADER, SIGNATURE_HEADER, recover_signer, validation_upload_message
-from fedmarket.errors import ContractRevert, ModelBuildError, SpecError
-from fedmarket.merkle import RewardsTree
+from fedmarket.errors import ContractRevert, DataMismatchError, ModelBuildError, SpecError
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase
+from fedmarket.report import RoundReport
 from fedmarket.spec import TaskSpec
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -122,10 +125,11 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
         if session.get(UsedSignatureRow, signature_hash) is not None:
             raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again")
     spec = TaskSpec.from_json(services.store.get(spec_cid))
-    samples = _check_validation_npz(body, spec)
+    try:
+        samples = len(services.validation.check(body, spec))
+    except DataMismatchError as exc:
+        raise ApiError(422, "InvalidValidationData", str(exc)) from None
 
-    path = validation_path(settings.private_dir, task_id)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with db.session() as session:
         # Claiming the signature first makes two concurrent uploads of it race in the database,
         # where exactly one wins; the file is written only by the winner, inside the transaction.
@@ -134,30 +138,9 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
             session.flush()
         except IntegrityError:
             raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again") from None
-        temp.write_bytes(body)
-        os.chmod(temp, 0o600)
-        temp.replace(path)
+        services.validation.write(task_id, body)
         session.get(TaskRow, task_id).has_validation_data = True
     return {"task_id": task_id, "samples": samples}
-
-
-def _check_validation_npz(body: bytes, spec: TaskSpec) -> int:
-    try:
-        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
-            X, y = archive["X"], archive["y"]
-    except Exception as exc:  # numpy raises many types for a malformed archive
-        raise ApiError(422, "InvalidValidationData", f"expected an NPZ with arrays X and y: {exc}") from None
-    shape_ok = X.ndim >= 2 and tuple(X.shape[1:]) == tuple(spec.input_shape) and y.ndim == 1
-    if not shape_ok or len(X) != len(y) or len(y) == 0:
-        raise ApiError(
-            422, "InvalidValidationData",
-            f"X must have shape (n, {', '.join(map(str, spec.input_shape))}) and y shape (n,), n > 0; got {X.shape} and {y.shape}",
-        )  # fmt: skip
-    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
-        raise ApiError(422, "InvalidValidationData", "X must hold finite numbers")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= spec.num_classes:
-        raise ApiError(422, "InvalidValidationData", f"y must hold integer labels in [0, {spec.num_classes})")
-    return int(len(y))
 
 
 # ---------------------------------------------------------------------- reading
@@ -222,7 +205,7 @@ def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> dict:
         ]  # fmt: skip
         summary = _task_summary(task)
         summary["trainers"] = _joined_trainers(session, task_id)
-    phase = chain.phase(task_id) if summary["status"] == "open" else RoundPhase.NONE
+    phase = chain.phase(task_id) if summary["status"] == TaskState.OPEN else RoundPhase.NONE
     summary["phase"] = phase.name.lower()
     summary["rounds"] = history
     return summary
@@ -264,16 +247,16 @@ def get_rewards(task_id: TaskId, address: str, db: DbDep, store: StoreDep, chain
         _get_task(session, task_id)
         latest = session.scalars(
             select(RoundRow)
-            .where(RoundRow.task_id == task_id, RoundRow.status == "finalized")
+            .where(RoundRow.task_id == task_id, RoundRow.status == RoundState.FINALIZED)
             .order_by(RoundRow.round.desc())
         ).first()
         earning = session.get(EarningRow, (task_id, account))
         claimed = int(earning.claimed) if earning else 0
     if latest is None or latest.report_cid is None:
         return {"task_id": task_id, "account": account, "cumulative": "0", "claimed": str(claimed), "proof": []}
-    cumulative = {a: int(v) for a, v in json.loads(store.get(latest.report_cid))["cumulative"].items()}
-    tree = RewardsTree(cumulative)
-    amount = cumulative.get(account, 0)
+    report = RoundReport.from_json(store.get(latest.report_cid))
+    tree = report.rewards_tree()
+    amount = report.cumulative.get(account, 0)
     return {
         "task_id": task_id,
         "account": account,

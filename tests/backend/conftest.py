@@ -14,24 +14,24 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from backend.app import create_app
-from coordinator_harness import (
+from testkit.coordinator import (
     TEST_SERVER,
     Coordinator,
     Digits,
     PostedTask,
     ScriptedTrainer,
-    coordinator_settings,
     digits_spec,
     task_terms,
 )
+from testkit.market import coordinator_settings
+
+from backend.app import create_app
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient
 from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.learning import LocalData
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
-from trainer.training import LocalData
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,7 @@ from backend.aggregation import (
     capped_weights,
     coordinate_median,
     fedavg,
-    flatten,
     krum_scores,
-    l2_norm,
     multi_krum,
     trim_count,
     trimmed_mean,
@@ -240,9 +238,3 @@ def test_integer_deltas_are_refused():
 def test_an_empty_list_of_deltas_is_refused():
     with pytest.raises(ValueError, match="empty"):
         trimmed_mean([], trim_ratio=0.1)
-
-
-def test_flatten_and_l2_norm_span_all_tensors():
-    d = {"w": torch.tensor([[3.0, 0.0]]), "b": torch.tensor([4.0])}
-    assert flatten(d).tolist() == [3.0, 0.0, 4.0]
-    assert l2_norm(d) == pytest.approx(5.0)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from coordinator_harness import files_under
-from fedmarket.cid import cid_of, digest_of, normalize_cid
 from multiformats import CID
+from testkit.coordinator import files_under
+
+from fedmarket.cid import cid_of, digest_of, normalize_cid
 
 
 def assert_refused(response, status: int, error: str) -> None:

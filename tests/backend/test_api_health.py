@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from testkit.coordinator import digits_spec, task_terms
+from testkit.market import MarketEnv, coordinator_settings
 from web3 import Web3
 
 from backend.app import create_app
-from coordinator_harness import MarketEnv, coordinator_settings, digits_spec, task_terms
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import deploy_market
 from fedmarket.devnet import Anvil

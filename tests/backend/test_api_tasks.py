@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from testkit.coordinator import digits_spec, files_under, task_terms
 
 from backend.db import ChainEventRow, TaskRow, UsedSignatureRow
-from backend.orchestrator import validation_path
-from coordinator_harness import digits_spec, files_under, task_terms
 from fedmarket.auth import SIGNATURE_HEADER, sign_validation_upload
 from fedmarket.chain import SignedTask
 from fedmarket.cid import cid_of
@@ -301,7 +300,7 @@ def test_validation_upload_is_stored_privately_and_marked_on_the_task(coordinato
     assert response.status_code == 200, response.text
     assert response.json() == {"task_id": task.task_id, "samples": len(digits.validation)}
 
-    path = validation_path(coordinator_app.services.settings.private_dir, task.task_id)
+    path = coordinator_app.services.validation.path(task.task_id)
     assert path.read_bytes() == body
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert coordinator_app.http.head(f"/v1/blobs/{cid_of(body)}").status_code == 404  # never a public blob
@@ -361,8 +360,9 @@ def _signed(body_of):
         (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y[:-1])), 422, "InvalidValidationData"),
         (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y + 1)), 422, "InvalidValidationData"),
         (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y - 1)), 422, "InvalidValidationData"),
-        (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y.astype(float))), 422, "InvalidValidationData"),
-        (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y[:, None])), 422, "InvalidValidationData"),
+        # The trainers' rule: integral float labels and (n, 1) columns are fine, these are not.
+        (_signed(lambda d, _: npz(X=d.validation.X, y=d.validation.y + 0.5)), 422, "InvalidValidationData"),
+        (_signed(lambda d, _: npz(X=d.validation.X, y=np.stack([d.validation.y] * 2, axis=1))), 422, "InvalidValidationData"),
         (_signed(lambda d, _: npz(X=d.validation.X * np.nan, y=d.validation.y)), 422, "InvalidValidationData"),
         (_signed(lambda d, _: npz(X=d.validation.X[:0], y=d.validation.y[:0])), 422, "InvalidValidationData"),
         (_signed(lambda d, _: npz(X=d.validation.X)), 422, "InvalidValidationData"),
@@ -371,7 +371,7 @@ def _signed(body_of):
     ],
     ids=[
         "no-headers", "expired", "expiry-too-far", "malformed-signature", "non-owner", "signed-another-body",
-        "wrong-shape", "length-mismatch", "label-too-high", "label-negative", "float-labels", "2d-labels",
+        "wrong-shape", "length-mismatch", "label-too-high", "label-negative", "fractional-labels", "2d-labels",
         "nan-features", "empty", "no-y", "not-npz", "empty-body",
     ],
 )  # fmt: skip
@@ -457,7 +457,7 @@ def test_a_validation_signature_is_accepted_once(coordinator_app, post_task, own
 
     assert_refused(coordinator_app.http.put(url, content=first, headers=replay(first_headers)), 409, "SignatureReplayed")
     assert written(coordinator_app) == before
-    path = validation_path(coordinator_app.services.settings.private_dir, task.task_id)
+    path = coordinator_app.services.validation.path(task.task_id)
     assert path.read_bytes() == second
 
 

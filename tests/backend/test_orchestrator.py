@@ -6,34 +6,36 @@ round is deterministic. The chain's clock is moved only where a deadline must pa
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
+from testkit.coordinator import MIN_STAKE, SLASH_BPS, advance_chain, digits_spec, play_round, task_terms
 
 from backend.db import SettlementRow
-from coordinator_harness import MIN_STAKE, SLASH_BPS, advance_chain, digits_spec, play_round, task_terms
 from fedmarket.cid import cid_from_digest
 from fedmarket.codec import decode_update, update_norm
 from fedmarket.errors import ContractRevert
 from fedmarket.models import build_model
 from fedmarket.protocol import BPS, RoundPhase, TaskStatus
+from fedmarket.report import RoundReport, SubmissionReport
 
 SLASHED = MIN_STAKE * SLASH_BPS // BPS
 
 
-def report_of(coordinator, task_id: int, round_no: int) -> dict:
+def report_of(coordinator, task_id: int, round_no: int) -> RoundReport:
     """The round report the chain points at (the store verifies it against the on-chain hash)."""
     report_hash = coordinator.market.round(task_id, round_no).report_hash
-    return json.loads(coordinator.services.store.get(cid_from_digest(report_hash)))
+    report = RoundReport.from_json(coordinator.services.store.get(cid_from_digest(report_hash)))
+    assert report.report_hash() == report_hash  # canonical: re-encoding gives the stored bytes
+    return report
 
 
 def events(coordinator, name: str, task_id: int) -> list:
     return list(coordinator.market.iter_events(name, task_id=task_id))
 
 
-def verdicts(report: dict) -> dict[str, dict]:
-    return {item["trainer"]: item for item in report["submissions"]}
+def verdicts(report: RoundReport) -> dict[str, SubmissionReport]:
+    return {item.trainer: item for item in report.submissions}
 
 
 def api_verdicts(coordinator, task_id: int, round_no: int) -> dict[str, dict]:
@@ -70,28 +72,28 @@ def test_honest_trainers_are_paid_over_three_rounds_by_their_contribution(
 
         chain_round = coordinator_app.market.round(task.task_id, round_no)
         [finalized] = [e for e in events(coordinator_app, "RoundFinalized", task.task_id) if e.args["round"] == round_no]
-        payouts = {item["trainer"]: int(item["payout"]) for item in report["submissions"]}
-        assert sum(payouts.values()) == int(report["payout"]) == chain_round.payout == finalized.args["payout"]
-        assert 0 < chain_round.payout <= int(report["budget"])
-        assert all(item["accepted"] for item in report["submissions"])
-        assert report["metrics"]["accuracy"] > report["metrics"]["previous_accuracy"]
+        payouts = {item.trainer: int(item.payout) for item in report.submissions}
+        assert sum(payouts.values()) == int(report.payout) == chain_round.payout == finalized.args["payout"]
+        assert 0 < chain_round.payout <= int(report.budget)
+        assert all(item.accepted for item in report.submissions)
+        assert report.metrics.accuracy > report.metrics.previous_accuracy
         # Pay follows the leave-one-out score: a higher score never earns less.
-        by_score = sorted(report["submissions"], key=lambda item: item["score"])
-        assert [int(item["payout"]) for item in by_score] == sorted(int(item["payout"]) for item in by_score)
-        assert verdicts(report)[big.address]["score"] > verdicts(report)[noisy.address]["score"]
+        by_score = sorted(report.submissions, key=lambda item: item.score)
+        assert [int(item.payout) for item in by_score] == sorted(int(item.payout) for item in by_score)
+        assert verdicts(report)[big.address].score > verdicts(report)[noisy.address].score
 
     info = coordinator_app.market.task(task.task_id)
     assert info.status == TaskStatus.COMPLETED
     assert coordinator_app.api.task(task.task_id)["status"] == "completed"
     reports = [report_of(coordinator_app, task.task_id, r) for r in (1, 2, 3)]
-    total_paid = sum(int(r["payout"]) for r in reports)
+    total_paid = sum(r.payout for r in reports)
     [completed] = events(coordinator_app, "TaskCompleted", task.task_id)
     assert total_paid + completed.args["refund"] == task.terms.reward_pool
     assert info.unclaimed == total_paid and info.pool == 0
-    cumulative = {account: int(amount) for account, amount in reports[-1]["cumulative"].items()}
+    cumulative = {account: int(amount) for account, amount in reports[-1].cumulative.items()}
     assert sum(cumulative.values()) == total_paid
     for trainer in trainers:
-        assert cumulative[trainer.address] == sum(int(verdicts(r)[trainer.address]["payout"]) for r in reports)
+        assert cumulative[trainer.address] == sum(int(verdicts(r)[trainer.address].payout) for r in reports)
     assert cumulative[big.address] > cumulative[small.address] > cumulative[noisy.address] > 0
     # Money in the market: stakes plus what the trainers have yet to claim.
     stakes = sum(coordinator_app.market.trainer(task.task_id, t.address).stake for t in trainers)
@@ -105,7 +107,7 @@ def _round_timings(wall: float, steps: dict, report: dict, trainers, before) -> 
     is its startRound step plus whatever of its settling step the report does not account for
     (the phase reads and the finalizeRound transaction)."""
     spent = {kind: sum(t.timings[kind] - b[kind] for t, b in zip(trainers, before)) for kind in ("training", "chain", "storage")}
-    decided = report["timings"]
+    decided = report.timings
     return {
         "wall": wall,
         "training": spent["training"],
@@ -141,8 +143,8 @@ def test_a_garbage_update_is_rejected_as_invalid_and_its_trainer_slashed_and_out
 
     assert play_round(coordinator_app, task, [*honest, garbage], w3).action == "finalized"
     verdict = verdicts(report_of(coordinator_app, task.task_id, 1))[garbage.address]
-    assert (verdict["accepted"], verdict["reason"], verdict["payout"]) == (False, "invalid", "0")
-    assert verdict["slashed"] == str(SLASHED)
+    assert (verdict.accepted, verdict.reason, verdict.payout) == (False, "invalid", 0)
+    assert verdict.slashed == SLASHED
     assert_slashed_and_out(coordinator_app, task.task_id, garbage)
     [slash] = events(coordinator_app, "TrainerSlashed", task.task_id)
     assert (slash.args["trainer"], slash.args["amount"]) == (garbage.address, SLASHED)
@@ -161,7 +163,7 @@ def test_a_garbage_update_is_rejected_as_invalid_and_its_trainer_slashed_and_out
         trainer.upload()
         trainer.reveal(task.task_id)
     assert coordinator_app.step(task.task_id).action == "finalized"
-    assert {item["trainer"] for item in report_of(coordinator_app, task.task_id, 2)["submissions"]} == {
+    assert {item.trainer for item in report_of(coordinator_app, task.task_id, 2).submissions} == {
         t.address for t in honest
     }
 
@@ -181,10 +183,10 @@ def test_a_committer_that_never_reveals_is_slashed_when_the_round_is_finalized(
     assert play_round(coordinator_app, task, [*honest, silent], w3).action == "finalized"
     report = report_of(coordinator_app, task.task_id, 1)
     verdict = verdicts(report)[silent.address]
-    assert (verdict["accepted"], verdict["reason"], verdict["update_hash"]) == (False, "no_reveal", None)
+    assert (verdict.accepted, verdict.reason, verdict.update_hash) == (False, "no_reveal", None)
     assert_slashed_and_out(coordinator_app, task.task_id, silent)
     # The slash joins the pool before this last round's budget is computed.
-    assert int(report["budget"]) == task.terms.reward_pool + SLASHED
+    assert int(report.budget) == task.terms.reward_pool + SLASHED
     assert api_verdicts(coordinator_app, task.task_id, 1)[silent.address]["reason"] == "no_reveal"
 
 
@@ -230,8 +232,8 @@ def test_a_round_that_misses_its_quorum_is_aborted_and_the_silent_committer_slas
     newcomer.join(task.task_id)
     assert play_round(coordinator_app, task, [revealer, newcomer], w3).action == "finalized"
     report = report_of(coordinator_app, task.task_id, 2)
-    assert int(report["budget"]) == task.terms.reward_pool + SLASHED
-    assert sum(int(amount) for amount in report["cumulative"].values()) == int(report["payout"])
+    assert int(report.budget) == task.terms.reward_pool + SLASHED
+    assert sum(int(amount) for amount in report.cumulative.values()) == int(report.payout)
     assert coordinator_app.market.task(task.task_id).status == TaskStatus.COMPLETED
 
 
@@ -247,12 +249,12 @@ def test_a_zero_update_earns_at_most_the_base_share(coordinator_app, post_task, 
 
     assert play_round(coordinator_app, task, [*honest, free_rider], w3).action == "finalized"
     report = report_of(coordinator_app, task.task_id, 1)
-    accepted = [item for item in report["submissions"] if item["accepted"]]
-    base_each = int(report["budget"]) * 2 // 10 // len(accepted)  # base_share 0.2
+    accepted = [item for item in report.submissions if item.accepted]
+    base_each = int(report.budget) * 2 // 10 // len(accepted)  # base_share 0.2
     verdict = verdicts(report)[free_rider.address]
-    assert verdict["norm"] == 0.0 and verdict["score"] <= 0
-    assert int(verdict["payout"]) <= base_each
-    assert all(int(verdicts(report)[t.address]["payout"]) > base_each for t in honest)
+    assert verdict.norm == 0.0 and verdict.score <= 0
+    assert int(verdict.payout) <= base_each
+    assert all(int(verdicts(report)[t.address].payout) > base_each for t in honest)
 
 
 # ---------------------------------------------------------------------- (e) report, index, claims
@@ -273,12 +275,12 @@ def test_the_round_report_matches_the_chain_and_the_api_and_its_proofs_pay(
     market, round_info = coordinator_app.market, coordinator_app.market.round(task.task_id, 1)
     report = report_of(coordinator_app, task.task_id, 1)  # fetched by the on-chain reportHash
     info = market.task(task.task_id)
-    assert (report["task_id"], report["round"]) == (task.task_id, 1)
-    assert report["rewards_root"] == info.rewards_root.hex()
-    assert cid_from_digest(info.model_hash) == report["new_model_cid"]
-    assert coordinator_app.services.store.has(report["new_model_cid"])
-    assert int(report["payout"]) == round_info.payout
-    assert set(report["timings"]) >= {"chain_reads", "storage_reads", "verify", "scoring", "aggregation", "evaluation"}
+    assert (report.task_id, report.round) == (task.task_id, 1)
+    assert report.rewards_root == info.rewards_root.hex()
+    assert cid_from_digest(info.model_hash) == report.new_model_cid
+    assert coordinator_app.services.store.has(report.new_model_cid)
+    assert int(report.payout) == round_info.payout
+    assert set(report.timings) >= {"chain_reads", "storage_reads", "verify", "scoring", "aggregation", "evaluation"}
     # Every committer has a verdict; the rejected ones are exactly those slashed on chain.
     assert set(verdicts(report)) == {t.address for t in everyone}
     slashes = {e.args["trainer"]: e.args["amount"] for e in events(coordinator_app, "TrainerSlashed", task.task_id)}
@@ -289,14 +291,14 @@ def test_the_round_report_matches_the_chain_and_the_api_and_its_proofs_pay(
     # The indexer projects the report: the API shows each verdict as the report has it.
     api_round = coordinator_app.api.round(task.task_id, 1)
     assert api_round["status"] == "finalized" and api_round["report_cid"] == cid_from_digest(round_info.report_hash)
-    assert api_round["payout"] == report["payout"] and api_round["metrics"] == report["metrics"]
+    assert api_round["payout"] == str(report.payout) and api_round["metrics"] == report.metrics.model_dump(mode="json")
     for submission in api_round["submissions"]:
         verdict = verdicts(report)[submission["trainer"]]
         assert (submission["accepted"], submission["reason"], submission["payout"]) == (
-            verdict["accepted"], verdict["reason"], verdict["payout"],
+            verdict.accepted, verdict.reason, str(verdict.payout),
         )  # fmt: skip
-        assert submission["score"] == pytest.approx(verdict["score"]) if verdict["score"] is not None else True
-        assert submission["slashed"] == (str(SLASHED) if not verdict["accepted"] else None)
+        assert submission["score"] == pytest.approx(verdict.score) if verdict.score is not None else True
+        assert submission["slashed"] == (str(SLASHED) if not verdict.accepted else None)
     assert coordinator_app.api.task(task.task_id)["rounds"][0]["report_cid"] == api_round["report_cid"]
 
     # The rewards endpoint's proofs are accepted by the contract, once.
@@ -304,7 +306,7 @@ def test_the_round_report_matches_the_chain_and_the_api_and_its_proofs_pay(
         rewards = coordinator_app.api.rewards(task.task_id, trainer.address)
         assert rewards["rewards_root"] == "0x" + info.rewards_root.hex()
         amount = int(rewards["cumulative"])
-        assert amount == int(verdicts(report)[trainer.address]["payout"]) > 0
+        assert amount == int(verdicts(report)[trainer.address].payout) > 0
         balance = market.token_balance(trainer.address)
         trainer.chain.claim(task.task_id, amount, rewards["proof"])
         assert market.token_balance(trainer.address) == balance + amount
@@ -315,7 +317,7 @@ def test_the_round_report_matches_the_chain_and_the_api_and_its_proofs_pay(
         assert coordinator_app.api.rewards(task.task_id, trainer.address)["cumulative"] == "0"
     coordinator_app.sync()
     assert coordinator_app.api.rewards(task.task_id, honest[0].address)["claimed"] == str(
-        int(verdicts(report)[honest[0].address]["payout"])
+        verdicts(report)[honest[0].address].payout
     )
     assert market.task(task.task_id).unclaimed == 0
 
@@ -352,10 +354,10 @@ def test_a_refused_update_is_rejected_with_its_reason_and_slashed(
     assert play_round(coordinator_app, task, [*honest, bad], w3).action == "finalized"
     report = report_of(coordinator_app, task.task_id, 1)
     verdict = verdicts(report)[bad.address]
-    assert (verdict["accepted"], verdict["reason"], verdict["payout"]) == (False, reason, "0"), verdict
-    assert verdict["detail"]
+    assert (verdict.accepted, verdict.reason, verdict.payout) == (False, reason, 0), verdict
+    assert verdict.detail
     assert_slashed_and_out(coordinator_app, task.task_id, bad)
-    assert all(verdicts(report)[t.address]["accepted"] and int(verdicts(report)[t.address]["payout"]) > 0 for t in honest)
+    assert all(verdicts(report)[t.address].accepted and int(verdicts(report)[t.address].payout) > 0 for t in honest)
     assert api_verdicts(coordinator_app, task.task_id, 1)[bad.address]["reason"] == reason
 
 
@@ -419,7 +421,7 @@ def test_a_settlement_is_recorded_before_it_is_sent_and_resent_unchanged_after_a
     with first.services.db.session() as session:
         row = session.get(SettlementRow, (task.task_id, 1))
         recorded = dict(row.payload)
-        assert (row.kind, row.tx_hash) == ("finalize", None)
+        assert row.tx_hash is None
     assert first.services.store.has(recorded["report_cid"]) and first.services.store.has(recorded["new_model_cid"])
     admin.unpause()
 
@@ -446,7 +448,7 @@ def test_the_report_names_each_revealed_update_as_the_trainer_sent_it(coordinato
     for trainer in trainers:
         verdict = verdicts(report)[trainer.address]
         sent = decode_update(trainer.update, model=build_model(task.spec))
-        assert verdict["update_hash"] == trainer.update_hash.hex()
-        assert verdict["update_cid"] == cid_from_digest(trainer.update_hash)
-        assert verdict["num_samples"] == sent.num_samples == len(trainer.data)
-        assert verdict["norm"] == pytest.approx(update_norm(sent.delta))
+        assert verdict.update_hash == trainer.update_hash.hex()
+        assert verdict.update_cid == cid_from_digest(trainer.update_hash)
+        assert verdict.num_samples == sent.num_samples == len(trainer.data)
+        assert verdict.norm == pytest.approx(update_norm(sent.delta))

@@ -8,27 +8,25 @@ background indexer and orchestrator threads, and SIGKILLs it in the middle of ro
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from backend.db import Database, SettlementRow
-from coordinator_harness import (
+from testkit.coordinator import (
     MIN_STAKE,
     ScriptedTrainer,
     advance_chain,
-    coordinator_env,
     digits_spec,
     play_round,
     task_terms,
 )
+from testkit.market import REPO_ROOT, coordinator_env
+
+from backend.db import Database, SettlementRow
 from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest
 from fedmarket.client import CoordinatorClient
@@ -36,9 +34,9 @@ from fedmarket.devnet import free_port
 from fedmarket.errors import ContractRevert
 from fedmarket.processes import COORDINATOR_COMMAND, log_tail, wait_until_healthy
 from fedmarket.protocol import RoundPhase, TaskStatus
+from fedmarket.report import RoundReport
 from fedmarket.store import DirectoryStore, HttpStore
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_SEED = 20240601  # the random kill delays; change it to try other crash points
 
 
@@ -197,9 +195,9 @@ def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
     # Each round's report is in the store under its on-chain hash; the settlement the
     # coordinator recorded is the one that was sent.
     blobs = DirectoryStore(tmp_path / "coordinator" / "blobs")
-    reports = {e.args["round"]: json.loads(blobs.get(cid_from_digest(e.args["reportHash"]))) for e in closes}
+    reports = {e.args["round"]: RoundReport.from_json(blobs.get(cid_from_digest(e.args["reportHash"]))) for e in closes}
     for e in closes:
-        assert int(reports[e.args["round"]]["payout"]) == e.args["payout"]
+        assert reports[e.args["round"]].payout == e.args["payout"]
     assert_settlements_match_the_chain(tmp_path / "coordinator", market, task_id)
 
     # Money: the market holds exactly the stakes and the unclaimed rewards; each trainer can
@@ -210,11 +208,11 @@ def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
     total_paid = sum(e.args["payout"] for e in closes)
     assert info.unclaimed == total_paid
     assert market.token_balance(market.market_address) == info.pool + stakes + info.unclaimed
-    final = reports[4]["cumulative"]
+    final = reports[4].cumulative
     process.start()  # serves the proofs
     for player in players:
-        earned = sum(int(item["payout"]) for r in reports.values() for item in r["submissions"] if item["trainer"] == player.address)
-        assert int(final.get(player.address, "0")) == earned
+        earned = sum(item.payout for r in reports.values() for item in r.submissions if item.trainer == player.address)
+        assert final.get(player.address, 0) == earned
         rewards = api.rewards(task_id, player.address)
         assert int(rewards["cumulative"]) == earned
         if earned:

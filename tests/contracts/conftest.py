@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from market_helpers import MarketDriver
+from testkit.contracts import MarketDriver
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fedmarket.merkle import RewardsTree
+from testkit.contracts import POOL, error_args, events, reverts
 
-from market_helpers import POOL, error_args, events, reverts
+from fedmarket.merkle import RewardsTree
 
 
 def settle_round(driver, task_id, trainers, *, earnings, payout):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fedmarket.protocol import RoundPhase, TaskStatus
+from testkit.contracts import POOL, SETTLEMENT_GRACE, STAKE, error_args, event_names, events, reverts
 
-from market_helpers import POOL, SETTLEMENT_GRACE, STAKE, error_args, event_names, events, reverts
+from fedmarket.protocol import RoundPhase, TaskStatus
 
 
 def _settled_first_round(driver, task_id, trainers, payout):

@@ -25,13 +25,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from testkit.contracts import SETTLEMENT_GRACE, digest
 from web3.logs import DISCARD
 
 from fedmarket.errors import ContractRevert
 from fedmarket.merkle import RewardsTree
 from fedmarket.protocol import BPS, RoundPhase, TaskStatus, TaskTerms, make_commitment
-
-from market_helpers import SETTLEMENT_GRACE, digest
 
 WINDOW = 600  # commit and reveal windows, seconds
 MARGIN = 30  # the clock never stops closer than this to a deadline, so wall-clock drift cannot flip a phase

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 from eth_utils import function_signature_to_4byte_selector
+from testkit.contracts import STAKE, MarketDriver, error_args, reverts
 
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts
 from fedmarket.merkle import RewardsTree
-
-from market_helpers import STAKE, MarketDriver, error_args, reverts
 
 REENTRANT_CALL = function_signature_to_4byte_selector("ReentrancyGuardReentrantCall()")
 

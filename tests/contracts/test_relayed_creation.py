@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
+from testkit.contracts import POOL, error_args, events, reverts
 
 from fedmarket.protocol import (
     PermitSignature,
@@ -15,8 +16,6 @@ from fedmarket.protocol import (
     sign_permit,
     sign_task_terms,
 )
-
-from market_helpers import POOL, error_args, events, reverts
 
 TOKEN_NAME = "FedMarket Token"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fedmarket.protocol import RoundPhase, make_commitment, new_salt
+from testkit.contracts import COMMIT_WINDOW, MODEL_0, REVEAL_WINDOW, digest, error_args, events, reverts
 
-from market_helpers import COMMIT_WINDOW, MODEL_0, REVEAL_WINDOW, digest, error_args, events, reverts
+from fedmarket.protocol import RoundPhase, make_commitment, new_salt
 
 
 def block_time(chain, receipt) -> int:

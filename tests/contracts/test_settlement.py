@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from fedmarket.protocol import BPS, RoundPhase, TaskStatus
-
-from market_helpers import (
+from testkit.contracts import (
     POOL,
     SETTLEMENT_GRACE,
     SLASH_BPS,
@@ -17,6 +14,8 @@ from market_helpers import (
     events,
     reverts,
 )
+
+from fedmarket.protocol import BPS, RoundPhase, TaskStatus
 
 SLASHED = STAKE * SLASH_BPS // BPS
 

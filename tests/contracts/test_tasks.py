@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from testkit.contracts import POOL, SPEC_HASH, STAKE, error_args, events, reverts
 from web3 import Web3
 from web3.logs import DISCARD
 
 from fedmarket.deploy import DEFAULT_SETTLEMENT_GRACE
 from fedmarket.protocol import RoundPhase, TaskStatus
-
-from market_helpers import POOL, SPEC_HASH, STAKE, error_args, events, reverts
 
 ZERO = "0x" + "00" * 20
 

@@ -28,12 +28,12 @@ from fedmarket.cid import cid_from_digest
 from fedmarket.client import CoordinatorClient
 from fedmarket.codec import decode_model
 from fedmarket.datasets import dirichlet_split, load_dataset, save_npz, train_test_split
+from fedmarket.learning import EvalResult, LocalData, evaluate
 from fedmarket.models import build_model
 from fedmarket.processes import log_tail
 from fedmarket.protocol import TaskStatus, TaskTerms, make_commitment
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import HttpStore
-from trainer.training import EvalResult, LocalData, evaluate
 
 ONE_TOKEN = 10**18
 REWARD_POOL = 1_000 * ONE_TOKEN

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from contextlib import contextmanager
 
 import pytest
 from eth_account import Account
@@ -15,9 +16,9 @@ from eth_utils import keccak
 from web3 import Web3
 
 from fedmarket.chain import ChainEvent, CommitmentInfo, CreateTaskResult, MarketClient, TxResult
-from fedmarket.deploy import ONE_TOKEN
-from fedmarket.devnet import free_port
-from fedmarket.errors import ChainError, ContractRevert, DeploymentNotFoundError
+from fedmarket.deploy import ONE_TOKEN, deploy_market
+from fedmarket.devnet import Anvil, free_port
+from fedmarket.errors import ChainError, ChainUnavailableError, ContractRevert, DeploymentNotFoundError
 from fedmarket.merkle import RewardsTree
 from fedmarket.protocol import RoundPhase, TaskStatus, TaskTerms, make_commitment, new_salt
 
@@ -138,11 +139,20 @@ def test_client_refuses_a_market_address_without_code(chain, deployment, outside
         MarketClient(chain, dataclasses.replace(deployment, market=outsider.address))
 
 
-def test_connect_without_deployments_file_or_node_fails_clearly(deployment, tmp_path):
+def test_connect_without_deployments_file_fails_clearly(tmp_path):
     with pytest.raises(DeploymentNotFoundError):
         MarketClient.connect("http://127.0.0.1:1", tmp_path / "missing.json")
-    with pytest.raises(ChainError, match="cannot reach the chain"):
-        MarketClient.connect(f"http://127.0.0.1:{free_port()}", deployment)
+
+
+def test_connect_to_a_closed_port_raises_chain_unavailable(deployment):
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChainUnavailableError) as caught:
+        MarketClient.connect(closed, deployment)
+    error = caught.value
+    assert error.endpoint == closed and error.doing == "reading eth_chainId"
+    assert "Connection refused" in error.reason  # the socket's error, not requests' wrappers
+    assert str(error).startswith(f"cannot reach the chain at {closed} while reading eth_chainId (")
+    assert "is the node running? check FEDMARKET_RPC_URL" in str(error)
 
 
 def test_read_only_client_reads_but_refuses_to_send(roles):
@@ -528,3 +538,100 @@ def test_one_client_sends_from_many_threads_with_consecutive_nonces(roles, train
     for recipient in recipients:
         assert client.token_balance(recipient) == balances[recipient] + ONE_TOKEN
         assert client.allowance(client.address, recipient) == ONE_TOKEN
+
+
+# ------------------------------------------------------------------------------------ node failures
+
+
+def test_a_node_that_goes_away_raises_chain_unavailable_everywhere(artifacts, deployer):
+    with Anvil() as node:  # a chain of its own, to stop under a connected client
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
+        client = MarketClient.connect(node.url, deployment, private_key=deployer.key)
+        client.approve(1)  # the client works while the node is up
+        pages = client.iter_events(page_size=1)  # to_block is the head now: three one-block pages
+        assert next(pages).name == "OwnershipTransferred"  # block 2: the market's constructor
+        events_later = client.iter_events(to_block=client.block_number())  # nothing read yet
+        node.stop()
+
+        attempts = {
+            "a view": client.task_count,
+            "a transaction": lambda: client.approve(2),
+            "the next page of an iteration": lambda: next(pages),
+            "an iteration made before": lambda: list(events_later),
+            "a new iteration": lambda: list(client.iter_events()),
+            "the block number": client.block_number,
+            "the chain time": client.chain_time,
+            "another account's client": lambda: client.with_account(None),
+            "a deployment": lambda: deploy_market(
+                w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"]
+            ),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(ChainUnavailableError) as caught:
+                attempt()
+            assert caught.value.endpoint == node.url, what
+            assert "is the node running?" in str(caught.value), what
+
+        try:  # what callers write: one except for anything chain access raises
+            client.task_count()
+        except ChainError as exc:
+            caught_as_chain_error = exc
+        assert isinstance(caught_as_chain_error, ChainUnavailableError)
+        assert caught_as_chain_error.doing == "reading taskCount"
+
+
+class Recorder:
+    """A ChainObserver that writes down every span, how it ended, and every mined transaction."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str]] = []
+        self.failed: list[tuple[str, type]] = []
+        self.mined: list[tuple[str, TxResult, float]] = []
+        self.depth = self.max_depth = 0
+
+    @contextmanager
+    def span(self, kind, name):
+        self.spans.append((kind, name))
+        self.depth += 1
+        self.max_depth = max(self.max_depth, self.depth)
+        try:
+            yield
+        except BaseException as exc:
+            self.failed.append((name, type(exc)))
+            raise
+        finally:
+            self.depth -= 1
+
+    def transaction_mined(self, name, result, seconds):
+        self.mined.append((name, result, seconds))
+
+
+def test_the_observer_sees_every_transaction_with_its_name_and_gas(
+    chain, deployment, owner, coordinator, trainers
+):
+    recorder = Recorder()
+    client = MarketClient(chain, deployment, owner, observer=recorder)
+    assert recorder.spans == [("read", "eth_chainId"), ("read", "eth_getCode")]  # the constructor's checks
+    task_id = client.create_task(make_terms(coordinator.address)).task_id
+    trainer = client.with_account(trainers[0])  # the observer goes along
+    trainer.join(task_id)
+    with pytest.raises(ContractRevert):
+        trainer.join(task_id, auto_approve=False)  # estimated, refused, never sent
+
+    names = ["approve", "createTask", "approve", "join"]
+    assert [name for name, _, _ in recorder.mined] == names
+    for name, result, seconds in recorder.mined:
+        receipt = chain.eth.get_transaction_receipt(result.tx_hash)
+        assert result.gas_used == receipt["gasUsed"] > 21_000, name
+        assert seconds > 0
+    assert [name for kind, name in recorder.spans if kind == "transaction"] == [*names, "join"]
+    assert recorder.failed == [("join", ContractRevert)]
+    assert ("read", "allowance") in recorder.spans and ("read", "getTask") in recorder.spans
+    assert recorder.max_depth == 1  # spans never nest
+
+    del recorder.spans[:]
+    head = client.block_number()
+    events = list(client.iter_events(from_block=head - 2, to_block=head, page_size=1))
+    assert [e.name for e in events] == ["TaskCreated", "TrainerJoined"]  # blocks: createTask, approve, join
+    assert recorder.spans == [("read", "eth_blockNumber")] + [("read", "eth_getLogs")] * 3

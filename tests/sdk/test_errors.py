@@ -41,6 +41,7 @@ def test_bad_input_errors_are_value_errors(error):
         (errors.NonFiniteUpdateError, CodecError),
         (ContractRevert, ChainError),
         (TransactionFailed, ChainError),
+        (errors.ChainUnavailableError, ChainError),
         (errors.DeploymentNotFoundError, ChainError),
     ],
 )
@@ -84,6 +85,20 @@ def test_contract_revert_is_raised_and_caught_as_chain_error():
 
 def test_transaction_failed_names_the_transaction():
     assert "0xfeed" in str(TransactionFailed("reverted without a reason", tx_hash="0xfeed"))
+
+
+def test_chain_unavailable_names_the_endpoint_the_cause_and_what_to_do():
+    error = errors.ChainUnavailableError(
+        endpoint="http://127.0.0.1:8545", reason="[Errno 111] Connection refused", doing="reading getTask"
+    )
+    assert (error.endpoint, error.reason, error.doing) == (
+        "http://127.0.0.1:8545",
+        "[Errno 111] Connection refused",
+        "reading getTask",
+    )
+    message = str(error)
+    assert message.startswith("cannot reach the chain at http://127.0.0.1:8545 while reading getTask (")
+    assert "Connection refused" in message and "is the node running? check FEDMARKET_RPC_URL" in message
 
 
 def test_blob_not_found_says_what_to_do():

@@ -17,13 +17,14 @@ from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
 from fedmarket.codec import encode_model
+from fedmarket.learning import LocalData
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskTerms, make_commitment
 from fedmarket.spec import mlp_spec
 from fedmarket.store import MemoryStore
+from fedmarket import files
 from trainer import node as node_module
 from trainer.node import NodeError, NodeSummary, RoundState, StateDir, TrainerNode
-from trainer.training import LocalData
 
 ONE_TOKEN = 10**18
 TRAINER = "0x" + "ab" * 20
@@ -68,10 +69,10 @@ def test_a_write_cut_short_leaves_the_previous_state_whole(tmp_path, monkeypatch
     state = round_state(1, b"update")
     state_dir.save(state, b"update")
 
-    def crash(self, target):
+    def crash(source, target):
         raise OSError("killed before the rename")
 
-    monkeypatch.setattr(Path, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
         state_dir.save(dataclasses.replace(state, committed=True, revealed=True))
     monkeypatch.undo()

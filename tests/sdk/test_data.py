@@ -9,8 +9,8 @@ import pytest
 
 from fedmarket.datasets import save_npz
 from fedmarket.errors import FedmarketError
+from fedmarket.learning import DataMismatchError, load_local_data
 from fedmarket.spec import DataFormat, TaskSpec, mlp_spec
-from trainer.data import DataMismatchError, load_local_data
 
 NPZ_SPEC = mlp_spec(name="tabular", input_dim=4, num_classes=3)
 CSV_SPEC = mlp_spec(

@@ -11,50 +11,30 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
-from torch import Tensor
 from web3 import Web3
 
-from backend.orchestrator import StepResult
+from backend.orchestrator import StepAction, StepResult
 from backend.services import Services
 from fedmarket.chain import MarketClient
-from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
-from fedmarket.codec import decode_model, encode_update, state_delta
+from fedmarket.codec import encode_update, state_delta
 from fedmarket.deploy import ONE_TOKEN
+from fedmarket.learning import LocalData, train
 from fedmarket.models import build_model
-from fedmarket.protocol import RoundPhase, TaskTerms, make_commitment, new_salt
+from fedmarket.protocol import RoundPhase, TaskTerms
+from fedmarket.rounds import DeltaRewrite, PreparedUpdate, fetch_model, prepare_update
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import ContentStore, HttpStore
-from trainer.training import LocalData, train
-
-
-def _root_conftest():
-    """tests/conftest.py as a module, for its plain helpers: `import tests` finds an unrelated
-    package in site-packages, and pytest imports every conftest under the name `conftest`."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("fedmarket_tests_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-MarketEnv = _root.MarketEnv
-coordinator_settings = _root.coordinator_settings
-coordinator_env = _root.coordinator_env
+from testkit.market import MarketEnv
 
 REWARD_POOL = 1_000 * ONE_TOKEN
 MIN_STAKE = 10 * ONE_TOKEN
@@ -162,7 +142,6 @@ class PostedTask:
 # ---------------------------------------------------------------------- trainers
 
 
-DeltaRewrite = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
 
 @dataclass
@@ -191,8 +170,7 @@ class ScriptedTrainer:
     metadata: dict = field(default_factory=dict)
     copy_of: ScriptedTrainer | None = None
     seed: int = 0
-    update: bytes | None = None
-    salt: bytes | None = None
+    prepared: PreparedUpdate | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"training": 0.0, "chain": 0.0, "storage": 0.0})
 
     def __post_init__(self) -> None:
@@ -216,36 +194,44 @@ class ScriptedTrainer:
         """Pulls the round's global model and builds this round's update (not sent yet)."""
         round_no = self._timed("chain", self.chain.task, task_id).current_round
         model_hash = self._timed("chain", self.chain.round, task_id, round_no).model_hash
+        where = {"task_id": task_id, "round_no": round_no, "trainer": self.address}
         if self.copy_of is not None:
-            self.update = self.copy_of.update
+            self.prepared = PreparedUpdate.from_blob(self.copy_of.update, **where)
         elif self.mode == "garbage":
-            self.update = os.urandom(4096)
+            self.prepared = PreparedUpdate.from_blob(os.urandom(4096), **where)
         else:
+            global_state = self._timed("storage", fetch_model, self.store, spec, model_hash)
             model = build_model(spec)
-            global_state = decode_model(self._timed("storage", self.store.get, cid_from_digest(model_hash)), model=model)
             model.load_state_dict(global_state)
-            if self.mode == "zero":
-                delta = {name: torch.zeros_like(tensor) for name, tensor in global_state.items()}
-                samples = len(self.data)
-            else:
-                result = self._timed("training", train, model, self.data, spec.training, seed=self.seed + round_no)
+            samples = len(self.data)
+            if self.mode != "zero":  # a free rider sends the global model back: an all-zero delta
+                samples = self._timed("training", train, model, self.data, spec.training, seed=self.seed + round_no).num_samples
+            if self.metadata:  # an update made for another task, round or trainer
+                fields = {"task_id": task_id, "round": round_no, "trainer": self.address, "num_samples": samples}
                 delta = state_delta(model.state_dict(), global_state)
-                samples = result.num_samples
-            if self.rewrite is not None:
-                delta = self.rewrite(delta)
-            fields = {"task_id": task_id, "round": round_no, "trainer": self.address, "num_samples": samples}
-            self.update = encode_update(delta, **{**fields, **self.metadata})
-        self.salt = new_salt()
-        return self.update
+                delta = self.rewrite(delta) if self.rewrite else delta
+                blob = encode_update(delta, **{**fields, **self.metadata})
+                self.prepared = PreparedUpdate.from_blob(blob, **where)
+            else:
+                self.prepared = prepare_update(
+                    global_state=global_state, trained_state=model.state_dict(), num_samples=samples,
+                    rewrite=self.rewrite, **where,
+                )  # fmt: skip
+        return self.prepared.blob
+
+    @property
+    def update(self) -> bytes:
+        assert self.prepared is not None, "prepare() first"
+        return self.prepared.blob
 
     @property
     def update_hash(self) -> bytes:
-        return digest_of(self.update)
+        assert self.prepared is not None, "prepare() first"
+        return self.prepared.update_hash
 
     def commit(self, task_id: int) -> None:
-        round_no = self._timed("chain", self.chain.task, task_id).current_round
-        commitment = make_commitment(task_id, round_no, self.address, self.update_hash, self.salt)
-        self._timed("chain", self.chain.commit, task_id, commitment)
+        assert self.prepared is not None, "prepare() first"
+        self._timed("chain", self.chain.commit, task_id, self.prepared.commitment)
 
     def upload(self) -> str | None:
         if self.mode in ("no_reveal", "no_upload"):
@@ -254,7 +240,8 @@ class ScriptedTrainer:
 
     def reveal(self, task_id: int) -> None:
         if self.mode != "no_reveal":
-            self._timed("chain", self.chain.reveal, task_id, self.update_hash, self.salt)
+            assert self.prepared is not None, "prepare() first"
+            self._timed("chain", self.chain.reveal, task_id, self.update_hash, self.prepared.salt)
 
 
 def play_round(
@@ -272,7 +259,7 @@ def play_round(
     clock = time.perf_counter()
     started = coordinator.step(task.task_id)
     step_seconds["start"] = time.perf_counter() - clock
-    assert started.action == "started", started
+    assert started.action == StepAction.STARTED, started
     for trainer in trainers:
         trainer.prepare(task.task_id, task.spec)
         trainer.commit(task.task_id)

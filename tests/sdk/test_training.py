@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.learning import EvalResult, LocalData, TrainResult, evaluate, train
 from fedmarket.models import build_model
 from fedmarket.spec import PrivacySettings, TrainingSettings, mlp_spec
-from trainer.training import EvalResult, LocalData, TrainResult, evaluate, train
 
 SPEC = mlp_spec(name="digits", input_dim=64, num_classes=10, hidden=(32,), init_seed=7)
 SGD = TrainingSettings(local_epochs=2, batch_size=32, optimizer="sgd", learning_rate=0.1, momentum=0.9)

@@ -15,33 +15,15 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedmarket.spec import PrivacySettings, TrainingSettings
+
 __all__ = ["EvalResult", "LocalData", "TrainResult", "evaluate", "make_optimizer", "train"]
-
-
-class TrainingSettingsLike(Protocol):
-    """What :func:`train` reads from ``fedmarket.spec.TrainingSettings``."""
-
-    local_epochs: int
-    batch_size: int
-    optimizer: str
-    learning_rate: float
-    momentum: float
-    weight_decay: float
-
-
-class PrivacySettingsLike(Protocol):
-    """What :func:`train` reads from ``fedmarket.spec.PrivacySettings``."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-    delta: float
 
 
 @dataclass
@@ -87,7 +69,7 @@ class EvalResult:
     accuracy: float
 
 
-def make_optimizer(parameters, settings: TrainingSettingsLike) -> torch.optim.Optimizer:
+def make_optimizer(parameters, settings: TrainingSettings) -> torch.optim.Optimizer:
     """SGD (with momentum and weight decay) or Adam (with weight decay), at the settings' learning rate."""
     match settings.optimizer:
         case "sgd":
@@ -105,10 +87,10 @@ def make_optimizer(parameters, settings: TrainingSettingsLike) -> torch.optim.Op
 def train(
     model: nn.Module,
     data: LocalData,
-    settings: TrainingSettingsLike,
+    settings: TrainingSettings,
     *,
     seed: int,
-    privacy: PrivacySettingsLike | None = None,
+    privacy: PrivacySettings | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``settings.local_epochs`` epochs of cross-entropy on ``data``.
@@ -159,8 +141,8 @@ def _train_private(
     model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
-    settings: TrainingSettingsLike,
-    privacy: PrivacySettingsLike,
+    settings: TrainingSettings,
+    privacy: PrivacySettings,
     *,
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None,

@@ -20,29 +20,22 @@ raises :class:`DataMismatchError`, which says what the file has and what the tas
 from __future__ import annotations
 
 import csv
+import io
 import math
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fedmarket.errors import FedmarketError
-from trainer.training import LocalData
+from fedmarket.errors import DataMismatchError
+from fedmarket.learning.training import LocalData
+from fedmarket.spec import TaskSpec
 
-__all__ = ["DataMismatchError", "check_local_data", "load_local_data"]
-
-
-class DataMismatchError(FedmarketError, ValueError):
-    """Local data does not fit the task: wrong shape, labels, values or file layout.
-
-    The message names the problem and what the task expects; fix the file (or pick the right
-    task) and start again. Nothing has been trained or sent when this is raised.
-    """
+__all__ = ["DataMismatchError", "check_local_data", "load_local_data", "parse_npz"]
 
 
-def load_local_data(path: str | Path, spec: Any) -> LocalData:
+def load_local_data(path: str | Path, spec: TaskSpec) -> LocalData:
     """Read ``path`` in the spec's data format and check it against the spec (see the module doc).
 
     Raises ``FileNotFoundError`` when there is no such file, and :class:`DataMismatchError` when
@@ -62,14 +55,14 @@ def load_local_data(path: str | Path, spec: Any) -> LocalData:
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
     if fmt == "npz":
-        features, labels = _read_npz(path)
+        features, labels = _read_npz(path, name=path.name)
     else:
         features, labels = _read_csv(path, label_column=spec.data.label_column)
     return check_local_data(features, labels, spec, source=path.name)
 
 
 def check_local_data(
-    features: np.ndarray, labels: np.ndarray, spec: Any, *, source: str = "the data"
+    features: np.ndarray, labels: np.ndarray, spec: TaskSpec, *, source: str = "the data"
 ) -> LocalData:
     """Scale, reshape and check raw arrays against the spec; the checks of :func:`load_local_data`."""
     features = np.asarray(features)
@@ -145,28 +138,36 @@ def _labels(labels: np.ndarray, *, n: int, num_classes: int, source: str) -> np.
     return labels.astype(np.int64)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not zipfile.is_zipfile(path):  # else np.load tries to unpickle it and blames "pickled data"
+def parse_npz(data: bytes, spec: TaskSpec, *, source: str = "the upload") -> LocalData:
+    """An NPZ archive held in memory (an upload), read and checked like :func:`load_local_data`."""
+    features, labels = _read_npz(io.BytesIO(data), name=source)
+    return check_local_data(features, labels, spec, source=source)
+
+
+def _read_npz(file: Path | io.BytesIO, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if not zipfile.is_zipfile(file):  # else np.load tries to unpickle it and blames "pickled data"
         raise DataMismatchError(
-            f"{path.name} is not a readable npz archive (not a zip file); the task expects npz data"
+            f"{name} is not a readable npz archive (not a zip file); the task expects npz data"
         )
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        if isinstance(file, io.BytesIO):
+            file.seek(0)  # is_zipfile read it
+        with np.load(file, allow_pickle=False) as archive:
             names = list(archive.files)
             feature_name = "X" if "X" in names else "x" if "x" in names else None
             if feature_name is None or "y" not in names:
                 raise DataMismatchError(
-                    f"{path.name} holds arrays {names}; "
+                    f"{name} holds arrays {names}; "
                     "the task expects an npz with features 'X' and labels 'y'"
                 )
             return archive[feature_name], archive["y"]
     except DataMismatchError:
         raise
     except ValueError as exc:  # object arrays (pickles) are refused by allow_pickle=False
-        raise DataMismatchError(f"{path.name} cannot be read as plain numeric npz arrays: {exc}") from exc
+        raise DataMismatchError(f"{name} cannot be read as plain numeric npz arrays: {exc}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataMismatchError(
-            f"{path.name} is not a readable npz archive ({exc}); the task expects npz data"
+            f"{name} is not a readable npz archive ({exc}); the task expects npz data"
         ) from exc
 
 
