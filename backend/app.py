@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI
@@ -44,7 +46,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema without the `HTTPValidationError` 422 it adds to every route that takes
+    parameters: our handler never sends that body. A route whose request can fail validation
+    declares its own 422 (an ErrorBody, `backend.errors.error_responses`); the rest never answer 422
+    (a blob's CID is any string, refused as a 400 InvalidCID)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)  # caches it in app.openapi_schema, which is edited in place
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            default = operation.get("responses", {}).get("422", {})
+            if "HTTPValidationError" in str(default.get("content")):
+                del operation["responses"]["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema
 
 
 def main() -> None:

@@ -1,12 +1,17 @@
-"""API errors: every refusal is a 4xx with ``{"error": <name>, "detail": <what to do>}``."""
+"""API errors: every refusal is a 4xx (or a 503 when the chain is down) with the body
+``{"error": <name>, "detail": <what to do>}`` (:class:`backend.schemas.ErrorBody`). Each route
+declares the statuses it can refuse with through :func:`error_responses`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.schemas import ErrorBody
 from fedmarket.errors import ChainError, ContractRevert, StoreUnavailableError
 
 # Contract errors a client caused, and the status that says so.
@@ -30,8 +35,31 @@ class ApiError(Exception):
         return cls(REVERT_STATUS.get(revert.name, 422), revert.name, f"the market refused {doing}: {revert}")
 
 
-def _body(error: str, detail) -> dict:
-    return {"error": error, "detail": detail}
+# What each refusal status means across the API; the `error` name in the body says exactly why.
+STATUS_MEANING = {
+    400: "Malformed input the route checks itself (InvalidCID, EmptyBlob)",
+    401: "The upload signature is malformed, expired, or valid for too long",
+    403: "Signed by someone who may not do this (NotTaskOwner, TaskMarketInvalidSignature)",
+    404: "No such resource, or not indexed yet (TaskNotFound, RoundNotFound, BlobNotFound)",
+    409: "Already done with this signature (SignatureReplayed): sign again",
+    413: "The body is over this coordinator's size limit",
+    422: "A malformed field, parameter or header (InvalidRequest), or input refused on its merits",
+    500: "The coordinator's own copy failed verification (CorruptBlob)",
+    503: "The chain cannot answer (ChainUnavailable) or the market is paused (EnforcedPause)",
+}
+
+
+def error_responses(*statuses: int, body: bool = True) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the refusals a route can return, so the schema shows their ErrorBody
+    (and our 422 replaces FastAPI's HTTPValidationError). HEAD answers carry no body: `body=False`."""
+    return {
+        status: {"description": STATUS_MEANING[status], **({"model": ErrorBody} if body else {})}
+        for status in statuses
+    }
+
+
+def _body(error: str, detail: str) -> dict:
+    return ErrorBody(error=error, detail=detail).model_dump()
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -56,7 +56,12 @@ class Indexer:
     """`validation` (the owners' private splits) lets a rebuilt index know which tasks have one."""
 
     def __init__(
-        self, *, chain: MarketClient, db: Database, store: ContentStore, validation: ValidationStore | None = None
+        self,
+        *,
+        chain: MarketClient,
+        db: Database,
+        store: ContentStore,
+        validation: ValidationStore | None = None,
     ) -> None:
         self.chain = chain
         self.db = db
@@ -201,7 +206,9 @@ class Indexer:
                 submission.score = item.score
                 submission.payout = str(item.payout)
         for trainer, amount in report.cumulative.items():
-            earning = session.get(EarningRow, (task_id, trainer)) or EarningRow(task_id=task_id, trainer=trainer, claimed="0")
+            earning = session.get(EarningRow, (task_id, trainer)) or EarningRow(
+                task_id=task_id, trainer=trainer, claimed="0"
+            )
             earning.cumulative = str(amount)
             session.merge(earning)
 

@@ -85,7 +85,13 @@ class TaskOrchestrator:
     """Drives one task; `step()` is idempotent and safe to call after any crash."""
 
     def __init__(
-        self, *, task_id: int, chain: MarketClient, store: ContentStore, db: Database, validation: ValidationStore
+        self,
+        *,
+        task_id: int,
+        chain: MarketClient,
+        store: ContentStore,
+        db: Database,
+        validation: ValidationStore,
     ) -> None:
         self.task_id = task_id
         self.chain = chain
@@ -140,7 +146,9 @@ class TaskOrchestrator:
         """The owner's split, reloaded when the owner uploads a new one (the file is replaced)."""
         return self.validation_store.load(self.task_id, self.spec())
 
-    def _evaluator(self, spec: TaskSpec, data: LocalData) -> Callable[[Mapping[str, Tensor]], tuple[float, float]]:
+    def _evaluator(
+        self, spec: TaskSpec, data: LocalData
+    ) -> Callable[[Mapping[str, Tensor]], tuple[float, float]]:
         model = build_model(spec)
 
         def evaluate_state(state: Mapping[str, Tensor]) -> tuple[float, float]:
@@ -157,7 +165,9 @@ class TaskOrchestrator:
         if self.validation() is None:
             return StepResult(StepAction.WAITING_VALIDATION)
         if info.trainer_count < info.terms.min_trainers:
-            return StepResult(StepAction.WAITING_TRAINERS, f"{info.trainer_count}/{info.terms.min_trainers} joined")
+            return StepResult(
+                StepAction.WAITING_TRAINERS, f"{info.trainer_count}/{info.terms.min_trainers} joined"
+            )
         if info.current_round == 0:
             # Round 1 trains the seeded initial model that every party can rebuild from the spec.
             model_hash = digest_of(blob := initial_model_blob(spec))
@@ -165,7 +175,9 @@ class TaskOrchestrator:
         else:
             model_hash = info.model_hash
             if not self.store.has(cid_from_digest(model_hash)):
-                raise BlobNotFoundError(cid_from_digest(model_hash), where=f"{self.store!r} (the global model)")
+                raise BlobNotFoundError(
+                    cid_from_digest(model_hash), where=f"{self.store!r} (the global model)"
+                )
         result = self.chain.start_round(self.task_id, model_hash)
         log.info("task %s: round %s started (tx %s)", self.task_id, info.current_round + 1, result.tx_hash)
         return StepResult(StepAction.STARTED, result.tx_hash)
@@ -194,7 +206,12 @@ class TaskOrchestrator:
         revealed = {trainer for trainer, _ in reveals}
         non_revealers = [t for t in committers if t not in revealed]
         result = self.chain.abort_round(self.task_id, non_revealers)
-        log.info("task %s: round %s aborted, quorum missed (tx %s)", self.task_id, info.current_round, result.tx_hash)
+        log.info(
+            "task %s: round %s aborted, quorum missed (tx %s)",
+            self.task_id,
+            info.current_round,
+            result.tx_hash,
+        )
         return StepResult(StepAction.ABORTED, result.tx_hash)
 
     def _previous_cumulative(self, info: TaskInfo) -> dict[str, int]:
@@ -214,7 +231,9 @@ class TaskOrchestrator:
         if plan is None:
             plan = self._decide(info)
             with self.db.session() as session:
-                session.merge(SettlementRow(task_id=self.task_id, round=round_no, payload=plan.model_dump(mode="json")))
+                session.merge(
+                    SettlementRow(task_id=self.task_id, round=round_no, payload=plan.model_dump(mode="json"))
+                )
         started = time.perf_counter()
         result = self.chain.finalize_round(
             self.task_id,
@@ -239,7 +258,9 @@ class TaskOrchestrator:
         spec = self.spec(info)
         validation = self.validation()
         if validation is None:
-            raise FedmarketError(f"task {self.task_id}: validation data missing; cannot score round {round_no}")
+            raise FedmarketError(
+                f"task {self.task_id}: validation data missing; cannot score round {round_no}"
+            )
 
         started = time.perf_counter()
         committers, reveals = self._round_participants(info)
@@ -248,7 +269,9 @@ class TaskOrchestrator:
 
         started = time.perf_counter()
         global_state = fetch_model(self.store, spec, info.model_hash)
-        revealed = [Revealed(trainer, update_hash, self._fetch(update_hash)) for trainer, update_hash in reveals]
+        revealed = [
+            Revealed(trainer, update_hash, self._fetch(update_hash)) for trainer, update_hash in reveals
+        ]
         timings["storage_reads"] = time.perf_counter() - started
 
         def slash_of(trainer: str) -> int:
@@ -279,8 +302,14 @@ class TaskOrchestrator:
                 trainer=v.trainer,
                 update_hash=v.update_hash.hex() if v.update_hash else None,
                 update_cid=cid_from_digest(v.update_hash) if v.update_hash else None,
-                accepted=v.accepted, reason=v.reason, detail=v.detail, num_samples=v.num_samples,
-                norm=v.norm, score=v.score, payout=v.payout, slashed=0 if v.accepted else slash_of(v.trainer),
+                accepted=v.accepted,
+                reason=v.reason,
+                detail=v.detail,
+                num_samples=v.num_samples,
+                norm=v.norm,
+                score=v.score,
+                payout=v.payout,
+                slashed=0 if v.accepted else slash_of(v.trainer),
             )  # fmt: skip
             for v in decision.verdicts
         ]
@@ -318,4 +347,3 @@ class TaskOrchestrator:
             return self.store.get(cid_from_digest(update_hash))
         except (BlobNotFoundError, CorruptBlobError):
             return None  # rejected as not_uploaded
-

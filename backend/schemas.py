@@ -1,15 +1,23 @@
-"""Request bodies of the task API. Token amounts are integers in base units (JSON numbers or
-decimal strings, since they exceed 2**53); hashes and signatures are 0x-hex."""
+"""Request and response bodies of the coordinator's API, as its OpenAPI schema declares them.
+
+Requests: token amounts are integers in base units (JSON numbers or decimal strings, since they
+exceed 2**53); hashes and signatures are 0x-hex. Responses: amounts are decimal strings, hashes
+lowercase 0x-hex, addresses checksummed, blobs named by CID; most are read straight from the
+database's rows (``from_attributes``).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
 from eth_utils import is_address, to_checksum_address
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from fedmarket.protocol import PermitSignature, TaskTerms
+from backend.db import RoundState, TaskState
+from fedmarket.protocol import PermitSignature, RoundPhase, TaskTerms
+from fedmarket.report import RejectionReason, RoundMetrics
 
 _HEX = re.compile(r"^0x[0-9a-fA-F]*$")
 UINT256_MAX = 2**256 - 1  # the contract's integers; a larger value cannot even be encoded
@@ -93,3 +101,189 @@ class CreateTaskRequest(_Strict):
     )
     signature: Signature
     permit: PermitIn
+
+
+# ---------------------------------------------------------------------- responses
+
+# Patterns document the formats; a response that broke one would be a coordinator bug (a 500).
+HexHash = Annotated[str, Field(pattern=r"^0x[0-9a-f]{64}$")]
+HexAddress = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]  # checksummed
+Cid = Annotated[str, Field(pattern=r"^bafkrei[a-z2-7]+$")]
+DecimalAmount = Annotated[str, Field(pattern=r"^[0-9]+$")]
+# Terms are stored as the chain emitted them: amounts below 2**53 stay JSON numbers.
+StoredAmount = int | DecimalAmount
+
+PublicModel = TypeVar("PublicModel", bound=BaseModel)
+
+
+def octet_stream(description: str) -> dict[str, Any]:
+    """An OpenAPI request or response body of raw bytes, for the routes that move blobs, not JSON."""
+    schema = {"type": "string", "format": "binary"}
+    return {"description": description, "content": {"application/octet-stream": {"schema": schema}}}
+
+
+def _absent_when_none(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _absent_until(description: str) -> Any:
+    """A field the route leaves out (``response_model_exclude_none``) rather than send as null."""
+    return Field(None, description=description, json_schema_extra=_absent_when_none)
+
+
+def from_row(model: type[PublicModel], row: Any, **extra: Any) -> PublicModel:
+    """`model` from a row's columns plus the fields no single row holds (joined, computed)."""
+    columns = {name: getattr(row, name) for name in model.model_fields if name not in extra}
+    return model.model_validate({**columns, **extra})
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal's body (4xx, and 503 when a dependency is down); see ``backend.errors``."""
+
+    error: str = Field(description="the refusal's name, for programs: TaskNotFound, InvalidRequest, ...")
+    detail: str = Field(description="what was wrong and what to do about it, for people")
+
+
+class TaskCreated(_Public):
+    """A task the coordinator relayed to the market; readable through the API at once."""
+
+    task_id: int = Field(description="the market's id of the new task")
+    spec_cid: Cid = Field(description="CID of the spec's canonical JSON, now in this coordinator's store")
+    tx_hash: HexHash = Field(description="the createTaskFor transaction the coordinator sent")
+
+
+class ValidationStored(_Public):
+    """The owner's private validation split, stored; it scores every round from now on."""
+
+    task_id: int = Field(description="the market's task id")
+    samples: int = Field(description="rows (X, y pairs) in the stored split")
+
+
+class TermsPublic(_Public):
+    """The task's terms as the market emitted them (ITaskMarket.TaskTerms)."""
+
+    spec_hash: HexHash = Field(description="sha256 of the spec's canonical JSON (its CID's digest)")
+    coordinator: HexAddress = Field(description="the coordinator that runs and settles the rounds")
+    rounds: int = Field(description="rounds the task runs")
+    min_trainers: int = Field(description="quorum: joined trainers a round needs to start")
+    max_trainers: int = Field(description="most trainers that may join")
+    slash_bps: int = Field(description="share of the stake slashed for a refused update, basis points")
+    commit_window: int = Field(description="seconds a round accepts commitments")
+    reveal_window: int = Field(description="seconds after the commit window for reveals")
+    reward_pool: StoredAmount = Field(
+        description="tokens paid out over all rounds, base units: a number below 2**53, else a decimal string"
+    )
+    min_stake: StoredAmount = Field(
+        description="stake a trainer puts up to join, base units: a number below 2**53, else a decimal string"
+    )
+
+
+class TaskSummary(_Public):
+    """A task as listed: its terms and where it stands."""
+
+    task_id: int = Field(description="the market's task id")
+    owner: HexAddress = Field(description="who posted and funded the task")
+    coordinator: HexAddress = Field(description="the coordinator named in its terms")
+    status: TaskState = Field(description="the task's on-chain status")
+    spec_cid: Cid = Field(description="CID of the spec's canonical JSON")
+    terms: TermsPublic = Field(description="the terms the owner signed")
+    current_round: int = Field(description="the latest round started, 0 before the first")
+    model_cid: Cid | None = Field(description="CID of the current global model; null before round 1")
+    has_validation_data: bool = Field(description="whether the owner uploaded the split that scores rounds")
+
+
+class RoundSummary(_Public):
+    """One round in a task's history."""
+
+    round: int = Field(description="round number, from 1")
+    status: RoundState = Field(description="started, then finalized or aborted")
+    model_cid: Cid = Field(description="CID of the global model the round trains")
+    new_model_cid: Cid | None = Field(description="CID of the aggregated model; null until finalized")
+    report_cid: Cid | None = Field(description="CID of the round report (fedmarket.report.RoundReport)")
+    payout: DecimalAmount | None = Field(description="tokens the round paid in all, base units; null until finalized")
+    metrics: RoundMetrics | None = Field(description="the new global model on the validation split; null until settled")
+
+
+class TaskPublic(TaskSummary):
+    """A task in full: its summary, who trains, the current phase and every round so far."""
+
+    trainers: list[HexAddress] = Field(description="trainers joined now, in the order they joined")
+    phase: str = Field(
+        description="the current round's phase on chain; none when no round runs or the task is closed",
+        json_schema_extra={"enum": [phase.name.lower() for phase in RoundPhase]},
+    )
+    rounds: list[RoundSummary] = Field(description="every round started, oldest first")
+
+
+class TaskList(_Public):
+    tasks: list[TaskSummary] = Field(description="tasks by id, filtered by status when asked")
+
+
+class SubmissionPublic(_Public):
+    """One committer's part in a round and the coordinator's verdict on it."""
+
+    trainer: HexAddress = Field(description="the committing trainer")
+    commitment: HexHash = Field(description="the commitment it sent in the commit phase")
+    committed_tx: HexHash = Field(description="the commit transaction")
+    update_hash: HexHash | None = Field(description="sha256 of the revealed update; null if never revealed")
+    update_cid: Cid | None = Field(description="CID of the revealed update blob; null if never revealed")
+    revealed_tx: HexHash | None = Field(description="the reveal transaction; null if never revealed")
+    accepted: bool | None = Field(description="aggregated and paid, or refused and slashed; null until settled")
+    reason: RejectionReason | None = Field(description="why it was refused; null when accepted or unsettled")
+    score: float | None = Field(description="its value under the spec's scoring rule; null if not scored")
+    payout: DecimalAmount | None = Field(description="what the round paid it, base units; null until finalized")
+    slashed: DecimalAmount | None = Field(description="stake taken from it this round, base units; null if none")
+
+
+class RoundPublic(RoundSummary):
+    """One round in full: deadlines, transactions, and every submission with its verdict."""
+
+    task_id: int = Field(description="the market's task id")
+    rewards_root: HexHash | None = Field(description="Merkle root of cumulative rewards after it; null until finalized")
+    commit_deadline: int = Field(description="chain time (unix seconds) the commit phase ends")
+    reveal_deadline: int = Field(description="chain time (unix seconds) the reveal phase ends")
+    started_tx: HexHash = Field(description="the startRound transaction")
+    closed_tx: HexHash | None = Field(description="the finalizeRound or abortRound transaction; null while open")
+    submissions: list[SubmissionPublic] = Field(description="one per committer")
+
+
+class RewardsPublic(_Public):
+    """What an account earned in a task and claimed, with the Merkle proof ``claim`` takes."""
+
+    task_id: int = Field(description="the market's task id")
+    account: HexAddress = Field(description="the account, checksummed")
+    round: int | SkipJsonSchema[None] = _absent_until("the latest finalized round; absent before the first")
+    rewards_root: HexHash | SkipJsonSchema[None] = _absent_until(
+        "that round's rewards root, as on chain; absent before the first finalized round"
+    )
+    cumulative: DecimalAmount = Field(description="everything earned in the task so far, base units")
+    claimed: DecimalAmount = Field(description="how much of it was claimed, base units")
+    proof: list[HexHash] = Field(description="Merkle proof of `cumulative` under the root; empty when it is 0")
+
+
+class BlobStored(_Public):
+    cid: Cid = Field(description="the blob's CID: GET /v1/blobs/{cid} returns the same bytes")
+    size: int = Field(description="bytes stored")
+
+
+class CoordinatorInfo(_Public):
+    """Who this coordinator is: put its address in task terms."""
+
+    coordinator: HexAddress = Field(description="the coordinator's account (the `coordinator` of task terms)")
+    chain_id: int = Field(description="the chain the market is deployed on")
+    market: HexAddress = Field(description="the TaskMarket contract")
+    token: HexAddress = Field(description="the reward and stake token (FMToken)")
+    deploy_block: int = Field(description="the block the market was deployed in")
+
+
+class Health(_Public):
+    """Each dependency's answer; the status is 503 when any did not answer."""
+
+    status: Literal["ok", "degraded"] = Field(description="ok when every dependency answered")
+    db: str = Field(description='"ok", or "error: <why>"')
+    chain: str = Field(description='"ok (block <n>)", or "error: <why>"')
+    store: str = Field(description='"ok", or "error: <why>"')

@@ -18,6 +18,7 @@ from backend.settings import Settings
 from backend.validation import ValidationStore
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import Deployment
+from fedmarket.errors import FedmarketError
 from fedmarket.store import DirectoryStore
 
 log = logging.getLogger("fedmarket.coordinator")
@@ -37,7 +38,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         deployment = Deployment.load(settings.deployment_file)
         chain = MarketClient.connect(
-            settings.rpc_url, deployment, private_key=settings.coordinator_key.get_secret_value()
+            settings.rpc_url, deployment, private_key=settings.signing_key()
         )
         db = Database(settings.resolved_database_url)
         db.migrate()
@@ -80,18 +81,24 @@ class Supervisor:
     def _index_and_dispatch(self) -> None:
         """Indexes new blocks, then gives every open task of ours an orchestrator thread."""
         services, interval = self.services, self.services.settings.poll_interval
-        me = services.chain.address.lower()
+        me = services.chain.signer.lower()
         while not self.stop_event.is_set():
             try:
                 services.indexer.sync_once()
                 with services.db.session() as session:
-                    open_tasks = [t.task_id for t in session.query(TaskRow).filter_by(status=TaskState.OPEN) if t.coordinator.lower() == me]
+                    open_tasks = [
+                        t.task_id
+                        for t in session.query(TaskRow).filter_by(status=TaskState.OPEN)
+                        if t.coordinator.lower() == me
+                    ]
                 for task_id in open_tasks:
                     name = f"task-{task_id}"
                     if name not in self._threads or not self._threads[name].is_alive():
                         log.info("orchestrating task %s", task_id)
                         run = functools.partial(services.orchestrator(task_id).run, poll_interval=interval)
                         self._spawn(name, run, self.stop_event)
-            except Exception:
-                log.exception("supervisor: error; retrying")
+            except FedmarketError as exc:  # the chain or the store is down: say so, try again
+                log.warning("supervisor: %s; retrying", exc)
+            except Exception:  # a bug must not stop the indexer: log it whole and retry
+                log.exception("supervisor: unexpected error; retrying")
             self.stop_event.wait(interval)

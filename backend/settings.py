@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     deployment_file: Path = Path("deployments/local.json")
     coordinator_key: SecretStr | None = None
     data_dir: Path = Path(".fedmarket/coordinator")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under data_dir")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite under data_dir"
+    )
     store_dir: Path | None = Field(default=None, description="blob directory; default data_dir/blobs")
     max_blob_bytes: int = 64 * MiB
     max_validation_bytes: int = 64 * MiB
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
                 raise ValueError("FEDMARKET_COORDINATOR_KEY is required outside the devnet profile")
             self.coordinator_key = SecretStr(dev_account(DEVNET_COORDINATOR_INDEX).key.hex())
         return self
+
+    def signing_key(self) -> str:
+        """The coordinator's private key (validation filled in the devnet one, or refused to start)."""
+        if self.coordinator_key is None:  # unreachable after validation; keeps the type honest
+            raise ValueError("FEDMARKET_COORDINATOR_KEY is not set")
+        return self.coordinator_key.get_secret_value()
 
     @property
     def resolved_database_url(self) -> str:

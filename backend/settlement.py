@@ -90,7 +90,9 @@ def decide_round(
     started = time.perf_counter()
     revealed_by = {to_checksum_address(r.trainer): r for r in revealed}
     verdicts: list[Verdict] = [
-        Verdict(to_checksum_address(t), None, False, RejectionReason.NO_REVEAL, "committed but did not reveal")
+        Verdict(
+            to_checksum_address(t), None, False, RejectionReason.NO_REVEAL, "committed but did not reveal"
+        )
         for t in committers
         if to_checksum_address(t) not in revealed_by
     ]
@@ -116,23 +118,27 @@ def decide_round(
             [delta for _, delta in candidates], [v.num_samples for v, _ in candidates],
             settings=spec.aggregation, loss_of=loss_of,
         )  # fmt: skip
-        scores = {verdict.trainer: value for (verdict, _), value in zip(candidates, values)}
+        scores = {verdict.trainer: value for (verdict, _), value in zip(candidates, values, strict=True)}
         harmful = set(find_harmful(scores, harm_threshold=spec.scoring.harm_threshold))
         if not harmful:
             break  # terminates: each pass removes at least one candidate
         for verdict, _ in candidates:
             if verdict.trainer in harmful:
-                verdict.accepted, verdict.reason, verdict.score = False, RejectionReason.HARMFUL, scores[verdict.trainer]
-                verdict.detail = (
-                    f"leave-one-out value {scores[verdict.trainer]:.4f} < harm threshold {spec.scoring.harm_threshold}"
+                verdict.accepted, verdict.reason, verdict.score = (
+                    False,
+                    RejectionReason.HARMFUL,
+                    scores[verdict.trainer],
                 )
+                verdict.detail = f"leave-one-out value {scores[verdict.trainer]:.4f} < harm threshold {spec.scoring.harm_threshold}"
         candidates = [c for c in candidates if c[0].trainer not in harmful]
         scores = {}
     timings["scoring"] = time.perf_counter() - started
 
     started = time.perf_counter()
     if candidates:
-        result = aggregate([d for _, d in candidates], [v.num_samples for v, _ in candidates], spec.aggregation)
+        result = aggregate(
+            [d for _, d in candidates], [v.num_samples for v, _ in candidates], spec.aggregation
+        )
         new_state = apply_delta(global_state, result.delta)
     else:
         new_state = {name: tensor.clone() for name, tensor in global_state.items()}
@@ -168,10 +174,16 @@ def _verify(
     trainer = to_checksum_address(item.trainer)
     verdict = Verdict(trainer, item.update_hash, False)
     if item.data is None:
-        verdict.reason, verdict.detail = RejectionReason.NOT_UPLOADED, "the revealed update is not in the store"
+        verdict.reason, verdict.detail = (
+            RejectionReason.NOT_UPLOADED,
+            "the revealed update is not in the store",
+        )
         return verdict, None
     if item.update_hash in seen:
-        verdict.reason, verdict.detail = RejectionReason.DUPLICATE, "an earlier revealer submitted the same update"
+        verdict.reason, verdict.detail = (
+            RejectionReason.DUPLICATE,
+            "an earlier revealer submitted the same update",
+        )
         return verdict, None
     seen.add(item.update_hash)
     try:
@@ -186,7 +198,10 @@ def _verify(
     verdict.num_samples = update.num_samples
     verdict.norm = update_norm(update.delta)
     if verdict.norm > spec.norm_bound:
-        verdict.reason, verdict.detail = RejectionReason.NORM_BOUND, f"norm {verdict.norm:.3f} > bound {spec.norm_bound}"
+        verdict.reason, verdict.detail = (
+            RejectionReason.NORM_BOUND,
+            f"norm {verdict.norm:.3f} > bound {spec.norm_bound}",
+        )
         return verdict, None
     verdict.accepted = True
     return verdict, {name: t.to(torch.float32) for name, t in update.delta.items()}

@@ -74,6 +74,7 @@ from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import load_dataset, save_npz  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account  # noqa: E402
+from fedmarket.learning import LocalData, train  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.protocol import TaskTerms  # noqa: E402
 from fedmarket.report import RoundReport  # noqa: E402
@@ -81,7 +82,6 @@ from fedmarket.rounds import PreparedUpdate, prepare_update  # noqa: E402
 from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
 from fedmarket.store import DirectoryStore  # noqa: E402
 from scripts.gas_report import TARGETS as GAS_TARGETS  # noqa: E402
-from fedmarket.learning import LocalData, train  # noqa: E402
 
 REPORT_PATH = REPO_ROOT / "reports" / "bench.json"
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts, as in the demo
@@ -190,13 +190,13 @@ class SimulatedTrainer:
 
     @property
     def address(self) -> str:
-        return self.chain.address
+        return self.chain.signer
 
     def train_and_commit(
         self, task_id: int, round_no: int, *, spec: TaskSpec, store: TimedStore, seed: int
     ) -> float:
         """Fetch the global model, train, encode, commit; returns the seconds spent training."""
-        watch = self.chain.observer.watch
+        watch = store.watch  # the same stopwatch as this trainer's ChainTimer
         model_hash = self.chain.round(task_id, round_no).model_hash
         blob = store.get(cid_from_digest(model_hash))
         with watch.span("codec"):
@@ -302,7 +302,7 @@ class Bench:
             # One round more than is played: a task's last round also refunds the pool to the
             # owner, a once-per-task cost that would skew finalizeRound's per-round gas.
             rounds=self.args.rounds + 2,
-            spec_hash=spec.spec_hash(), coordinator=self.coordinator.address,
+            spec_hash=spec.spec_hash(), coordinator=self.coordinator.signer,
             min_trainers=size, max_trainers=size, slash_bps=1000, commit_window=3600, reveal_window=3600,
             reward_pool=REWARD_POOL, min_stake=MIN_STAKE,
         )  # fmt: skip
@@ -369,7 +369,7 @@ class Bench:
 
         gas: dict[str, list[int]] = defaultdict(list)
         tx_seconds: dict[str, list[float]] = defaultdict(list)
-        for client, before in zip(clients, sent_before):
+        for client, before in zip(clients, sent_before, strict=True):
             for name, used, seconds in client.observer.sent[before:]:
                 gas[name].append(used)
                 tx_seconds[name].append(seconds)
@@ -482,15 +482,15 @@ def print_tables(results: list[dict]) -> None:
         top = ", ".join(f"{m} {n} ({n / sent:.1f})" for m, n in list(rpc.items())[:4])
         print(f"{r['trainers']:>3} {sum(rpc.values()):>6} requests for {sent} transactions: {top}")
     print("\ngas per round (receipts; commit/reveal: mean per trainer, median over rounds)")
-    columns = ("commit", "reveal", "trainer", "startRound", "finalize", "coord / N", "per trainer")
-    print(f"{'N':>3} " + " ".join(f"{c:>11}" for c in columns))
+    gas_columns = ("commit", "reveal", "trainer", "startRound", "finalize", "coord / N", "per trainer")
+    print(f"{'N':>3} " + " ".join(f"{c:>11}" for c in gas_columns))
     for r in results:
         g, c = r["gas_per_trainer_per_round"], r["coordinator_gas_per_round"]
-        cells = (
+        gas_cells = (
             g["commit"], g["reveal"], g["own"],
             c["startRound"], c["finalizeRound"], g["coordinator_share"], g["total"],
         )  # fmt: skip
-        print(f"{r['trainers']:>3} " + " ".join(f"{x:>11,}" for x in cells))
+        print(f"{r['trainers']:>3} " + " ".join(f"{x:>11,}" for x in gas_cells))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -529,10 +529,16 @@ def main(argv=None) -> int:
     report = {
         "mode": MODE,
         "setup": {
-            "model": "mlp 64-16-10 (digits)", "local_epochs": 1, "samples_per_trainer": args.samples,
-            "validation_samples": args.validation, "warmup_rounds": 1, "measured_rounds": args.rounds,
-            "statistic": "median over measured rounds", "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "machine": platform.machine(),
+            "model": "mlp 64-16-10 (digits)",
+            "local_epochs": 1,
+            "samples_per_trainer": args.samples,
+            "validation_samples": args.validation,
+            "warmup_rounds": 1,
+            "measured_rounds": args.rounds,
+            "statistic": "median over measured rounds",
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
         },  # fmt: skip
         "categories": list(CATEGORIES),
         "results": results,
@@ -552,7 +558,7 @@ def main(argv=None) -> int:
             if g[f"{op}_max"] > GAS_TARGETS[op]
         ]
         if misses:
-            print(f"N={r['trainers']}: gas above the DESIGN.md target: {', '.join(misses)}")
+            print(f"N={r['trainers']}: gas above the docs/protocol.md target: {', '.join(misses)}")
     print(f"written to {args.out} in {elapsed:.1f} s")
     return 0
 

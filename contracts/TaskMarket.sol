@@ -23,7 +23,7 @@ import {ITaskMarket} from "./ITaskMarket.sol";
  * Reveals stay open, so that no trainer is slashed for a pause, and so does every way for money
  * to leave (claim, leave, withdrawStake, cancelTask).
  *
- * Storage is packed for the gas targets in DESIGN.md: {commit} and {reveal} touch one slot of
+ * Storage is packed for the gas targets in docs/protocol.md: {commit} and {reveal} touch one slot of
  * task state, one round slot, one trainer slot and one commitment slot each.
  */
 contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, ReentrancyGuardTransient {

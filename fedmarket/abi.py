@@ -76,8 +76,8 @@ def _to_python(param: dict, value: Any) -> Any:
     if kind == "tuple":
         components = param["components"]
         if param.get("internalType", "").endswith(".TaskTerms"):
-            return TaskTerms(*(_to_python(c, v) for c, v in zip(components, value)))
-        return {c["name"]: _to_python(c, v) for c, v in zip(components, value)}
+            return TaskTerms(*(_to_python(c, v) for c, v in zip(components, value, strict=True)))
+        return {c["name"]: _to_python(c, v) for c, v in zip(components, value, strict=True)}
     if kind == "address":
         return to_checksum_address(value)
     if isinstance(value, (bytes, bytearray)):
@@ -117,14 +117,14 @@ class EventDecoder:
         indexed = [p for p in entry["inputs"] if p.get("indexed")]
         plain = [p for p in entry["inputs"] if not p.get("indexed")]
         values: dict[str, Any] = {}
-        for param, topic in zip(indexed, log_entry["topics"][1:]):
+        for param, topic in zip(indexed, log_entry["topics"][1:], strict=True):
             kind = abi_type(param)
             # An indexed dynamic value is stored as its keccak256 hash: keep the hash.
             values[param["name"]] = (
                 bytes(topic) if _is_dynamic(kind) else _to_python(param, abi_decode([kind], bytes(topic))[0])
             )
         decoded = abi_decode([abi_type(p) for p in plain], bytes(log_entry["data"]))
-        for param, value in zip(plain, decoded):
+        for param, value in zip(plain, decoded, strict=True):
             values[param["name"]] = _to_python(param, value)
         args = {p["name"]: values[p["name"]] for p in entry["inputs"]}  # declaration order
         return ChainEvent(
@@ -161,7 +161,7 @@ class RevertDecoder:
         values = abi_decode([abi_type(p) for p in entry["inputs"]], payload)
         args = {
             p["name"] or f"arg{i}": _plain(_checksummed(p["type"], v))
-            for i, (p, v) in enumerate(zip(entry["inputs"], values))
+            for i, (p, v) in enumerate(zip(entry["inputs"], values, strict=True))
         }
         return ContractRevert(entry["name"], args, selector="0x" + selector.hex())
 

@@ -29,7 +29,9 @@ def sign_validation_upload(
     private_key, *, chain_id: int, market: str, task_id: int, body: bytes, expiry: int
 ) -> dict[str, str]:
     """HTTP headers that authenticate `body` as task `task_id`'s validation data until `expiry`."""
-    message = validation_upload_message(chain_id=chain_id, market=market, task_id=task_id, body=body, expiry=expiry)
+    message = validation_upload_message(
+        chain_id=chain_id, market=market, task_id=task_id, body=body, expiry=expiry
+    )
     signed = Account.sign_message(encode_defunct(text=message), private_key)
     return {SIGNATURE_HEADER: "0x" + bytes(signed.signature).hex(), EXPIRY_HEADER: str(expiry)}
 

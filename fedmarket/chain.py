@@ -56,12 +56,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.types import FilterParams
 
 from fedmarket import protocol
 from fedmarket.abi import REVERT_EXCEPTIONS, ChainEvent, EventDecoder
@@ -345,6 +346,11 @@ class MarketClient:
 
     # -------------------------------------------------------------------- plumbing
 
+    @property
+    def signer(self) -> str:
+        """The signing account's address; ChainError for a read-only client."""
+        return self._require_account().address
+
     def _require_account(self) -> LocalAccount:
         if self.account is None:
             raise ChainError(READ_ONLY_MESSAGE)
@@ -593,8 +599,14 @@ class MarketClient:
         if round_no is None:
             round_no = self.task(task_id).current_round
         # Round: commitDeadline, revealDeadline, commitCount, revealCount, closed, aborted, then:
-        *head, model_hash, report_hash, payout = self._call(self.market.functions.getRound(task_id, round_no))
-        return RoundInfo(task_id, round_no, *head, bytes(model_hash), bytes(report_hash), payout)
+        (commit_deadline, reveal_deadline, commit_count, reveal_count, closed, aborted, model_hash, report_hash, payout) = (
+            self._call(self.market.functions.getRound(task_id, round_no))
+        )
+        return RoundInfo(
+            task_id=task_id, round_no=round_no, commit_deadline=commit_deadline, reveal_deadline=reveal_deadline,
+            commit_count=commit_count, reveal_count=reveal_count, closed=closed, aborted=aborted,
+            model_hash=bytes(model_hash), report_hash=bytes(report_hash), payout=payout,
+        )  # fmt: skip
 
     def phase(self, task_id: int) -> RoundPhase:
         """`roundPhase`: the current round's phase, by the chain's clock."""
@@ -763,7 +775,7 @@ class MarketClient:
                 params["topics"] = topics
             # Read and decode a page inside the span, yield outside it: the caller's time is not a read.
             with self._node("read", "eth_getLogs"):
-                page = self._decode_page(self.w3.eth.get_logs(params))
+                page = self._decode_page(self.w3.eth.get_logs(cast(FilterParams, params)))
             yield from page
             start = stop + 1
 

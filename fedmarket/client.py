@@ -34,7 +34,8 @@ class CoordinatorUnreachableError(CoordinatorError):
 
     def __init__(self, base_url: str, reason: str) -> None:
         FedmarketError.__init__(
-            self, f"cannot reach the coordinator at {base_url} ({reason}): is it running, and is the URL right?"
+            self,
+            f"cannot reach the coordinator at {base_url} ({reason}): is it running, and is the URL right?",
         )
         self.status, self.error, self.detail = 0, "Unreachable", reason
 
@@ -62,7 +63,9 @@ def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
 
 
 class CoordinatorClient:
-    def __init__(self, base_url: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -83,7 +86,9 @@ class CoordinatorClient:
         if response.status_code >= 400:
             try:
                 body = response.json()
-                raise CoordinatorError(response.status_code, body.get("error", "Error"), str(body.get("detail", "")))
+                raise CoordinatorError(
+                    response.status_code, body.get("error", "Error"), str(body.get("detail", ""))
+                )
             except ValueError:
                 raise CoordinatorError(response.status_code, "Error", response.text[:300]) from None
         return response.json()
@@ -121,7 +126,14 @@ class CoordinatorClient:
         return self._request("POST", "/v1/tasks", json=body)
 
     def upload_validation_data(
-        self, task_id: int, X: np.ndarray, y: np.ndarray, *, owner_key, market: MarketClient, valid_for: int = 600
+        self,
+        task_id: int,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        owner_key,
+        market: MarketClient,
+        valid_for: int = 600,
     ) -> dict:
         buffer = io.BytesIO()
         np.savez(buffer, X=X, y=y)

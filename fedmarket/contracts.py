@@ -96,6 +96,9 @@ def compile_contracts(root: Path = REPO_ROOT, *, cache_path: Path | None = None)
             if bytecode:
                 artifacts[name] = Artifact(name, compiled["abi"], "0x" + bytecode)
 
-    payload = {"fingerprint": fingerprint, "artifacts": {n: {"abi": a.abi, "bytecode": a.bytecode} for n, a in artifacts.items()}}
+    payload = {
+        "fingerprint": fingerprint,
+        "artifacts": {n: {"abi": a.abi, "bytecode": a.bytecode} for n, a in artifacts.items()},
+    }
     atomic_write(cache_path, json.dumps(payload).encode())  # concurrent compiles never collide
     return artifacts

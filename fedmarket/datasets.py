@@ -11,7 +11,7 @@ in the layout a trainer node loads (arrays ``X`` and ``y``).
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     return X.copy(), y.copy()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         from sklearn.datasets import load_digits

@@ -8,10 +8,14 @@ through :func:`deploy_market`, so there is one deployment procedure.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import cast
+
 from eth_account.signers.local import LocalAccount
+from eth_typing import ABI
 from web3 import Web3
 
 from fedmarket.abi import RevertDecoder
@@ -51,14 +55,16 @@ class Deployment:
     def load(cls, path: Path | str) -> Deployment:
         path = Path(path)
         if not path.is_file():
-            raise DeploymentNotFoundError(f"no deployments file at {path}: deploy first (`make deploy` or `ape run deploy`)")
+            raise DeploymentNotFoundError(
+                f"no deployments file at {path}: deploy first (`make deploy` or `ape run deploy`)"
+            )
         return cls.from_json(path.read_text())
 
     def token_contract(self, w3: Web3):
-        return w3.eth.contract(address=self.token, abi=self.token_abi)
+        return w3.eth.contract(address=Web3.to_checksum_address(self.token), abi=cast(ABI, self.token_abi))
 
     def market_contract(self, w3: Web3):
-        return w3.eth.contract(address=self.market, abi=self.market_abi)
+        return w3.eth.contract(address=Web3.to_checksum_address(self.market), abi=cast(ABI, self.market_abi))
 
     def revert_decoder(self) -> RevertDecoder:
         return RevertDecoder([self.market_abi, self.token_abi])
@@ -99,7 +105,7 @@ def fund_accounts(
     w3: Web3,
     deployment: Deployment,
     funder: LocalAccount,
-    recipients: list[str],
+    recipients: Sequence[str],
     *,
     tokens: int,
     eth: int = 0,

@@ -35,7 +35,9 @@ def find_anvil() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise ChainError("anvil not found: run `make setup` (npm ci installs @foundry-rs/anvil) or set FEDMARKET_ANVIL")
+    raise ChainError(
+        "anvil not found: run `make setup` (npm ci installs @foundry-rs/anvil) or set FEDMARKET_ANVIL"
+    )
 
 
 def free_port() -> int:
@@ -87,11 +89,15 @@ class Anvil:
         if self._block_time:
             command += ["--block-time", str(self._block_time)]
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise ChainError(f"anvil exited at start with code {self._process.returncode} (port {self.port} busy?)")
+                raise ChainError(
+                    f"anvil exited at start with code {self._process.returncode} (port {self.port} busy?)"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -125,10 +131,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run a local Anvil devnet (chain id 31337, dev mnemonic).")
     parser.add_argument("--port", type=int, default=8545)
     parser.add_argument("--accounts", type=int, default=DEFAULT_ACCOUNTS)
-    parser.add_argument("--block-time", type=float, default=None, help="seconds per block (default: per transaction)")
+    parser.add_argument(
+        "--block-time", type=float, default=None, help="seconds per block (default: per transaction)"
+    )
     args = parser.parse_args()
     with Anvil(port=args.port, accounts=args.accounts, block_time=args.block_time) as node:
-        print(f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; Ctrl-C stops it")
+        print(
+            f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; Ctrl-C stops it"
+        )
         try:
             signal.pause()
         except KeyboardInterrupt:

@@ -27,7 +27,9 @@ class ProcessGroup:
         self.env = dict(env if env is not None else os.environ)
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, command: list[str], *, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, command: list[str], *, log: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         """Starts `command` with its output appended to `log`; `env` adds to the group's."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as handle:

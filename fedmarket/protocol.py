@@ -142,7 +142,15 @@ def create_task_typed_data(
 
 
 def permit_typed_data(
-    *, token_name: str, token: str, chain_id: int, owner: str, spender: str, value: int, nonce: int, deadline: int
+    *,
+    token_name: str,
+    token: str,
+    chain_id: int,
+    owner: str,
+    spender: str,
+    value: int,
+    nonce: int,
+    deadline: int,
 ) -> dict:
     """EIP-2612 permit message (OpenZeppelin ERC20Permit, domain version "1")."""
     return {
@@ -192,14 +200,26 @@ def sign_typed_data(private_key, typed_data: dict):
     return Account.sign_message(encode_typed_data(full_message=typed_data), private_key)
 
 
-def sign_task_terms(private_key, terms: TaskTerms, *, nonce: int, deadline: int, chain_id: int, market: str) -> bytes:
+def sign_task_terms(
+    private_key, terms: TaskTerms, *, nonce: int, deadline: int, chain_id: int, market: str
+) -> bytes:
     owner = Account.from_key(private_key).address
-    typed = create_task_typed_data(terms, owner=owner, nonce=nonce, deadline=deadline, chain_id=chain_id, market=market)
+    typed = create_task_typed_data(
+        terms, owner=owner, nonce=nonce, deadline=deadline, chain_id=chain_id, market=market
+    )
     return bytes(sign_typed_data(private_key, typed).signature)
 
 
 def sign_permit(
-    private_key, *, token_name: str, token: str, chain_id: int, spender: str, value: int, nonce: int, deadline: int
+    private_key,
+    *,
+    token_name: str,
+    token: str,
+    chain_id: int,
+    spender: str,
+    value: int,
+    nonce: int,
+    deadline: int,
 ) -> PermitSignature:
     owner = Account.from_key(private_key).address
     typed = permit_typed_data(
@@ -207,4 +227,6 @@ def sign_permit(
         value=value, nonce=nonce, deadline=deadline,
     )  # fmt: skip
     signed = sign_typed_data(private_key, typed)
-    return PermitSignature(value, deadline, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"))
+    return PermitSignature(
+        value, deadline, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+    )

@@ -30,7 +30,14 @@ from fedmarket.protocol import make_commitment, new_salt
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
 
-__all__ = ["DeltaRewrite", "PreparedUpdate", "fetch_model", "fetch_spec", "initial_model_blob", "prepare_update"]
+__all__ = [
+    "DeltaRewrite",
+    "PreparedUpdate",
+    "fetch_model",
+    "fetch_spec",
+    "initial_model_blob",
+    "prepare_update",
+]
 
 DeltaRewrite = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 

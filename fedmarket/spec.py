@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -269,7 +269,7 @@ def mlp_spec(
         name=name,
         input_shape=(input_dim,),
         num_classes=num_classes,
-        layers=layers,
+        layers=cast(Any, layers),  # plain dicts: the constructor validates them into layer models
         norm_bound=norm_bound,
         **fields,
     )

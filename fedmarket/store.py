@@ -81,7 +81,7 @@ class ContentStore(ABC):
         """Store a blob that arrives in pieces (an upload), refusing it as soon as it passes the limit."""
         return self.put(b"".join(_limited(chunks, limit=self.max_blob_bytes, where=repr(self))))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook with a default, not abstract
         """Release connections or handles; the default holds none."""
 
     def _admit(self, data: BlobData) -> bytes:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.types import TxParams
 from web3.exceptions import (
     BadResponseFormat,
     ProviderConnectionError,
@@ -164,7 +166,7 @@ class TransactionSender:
         try:
             tx = build(params)  # web3 estimates gas here, which surfaces a revert
             if gas is None:
-                tx["gas"] = int((tx.get("gas") or self.w3.eth.estimate_gas(tx)) * self._gas_margin)
+                tx["gas"] = int((tx.get("gas") or self.w3.eth.estimate_gas(cast(TxParams, tx))) * self._gas_margin)
         except REVERT_EXCEPTIONS as exc:
             raise self.decoder.from_exception(exc) from None
         return tx
@@ -181,6 +183,7 @@ class TransactionSender:
                     f"the node refused {name} from {self.address}: {exc.message}"
                 ) from exc
             raise
+        assert self._next_nonce is not None, "_build fills the nonce first"
         self._next_nonce += 1
         return tx_hash
 
@@ -188,7 +191,7 @@ class TransactionSender:
         """Replays a mined-but-reverted transaction to recover its revert reason."""
         replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
-            self.w3.eth.call(replay, receipt["blockNumber"] - 1)
+            self.w3.eth.call(cast(TxParams, replay), receipt["blockNumber"] - 1)
         except REVERT_EXCEPTIONS as exc:
             return self.decoder.from_exception(exc)
         return TransactionFailed(f"transaction {receipt['transactionHash'].hex()} reverted without a reason")

@@ -36,13 +36,13 @@ from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account, free_port  # noqa: E402
+from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy  # noqa: E402
 from fedmarket.protocol import TaskStatus, TaskTerms  # noqa: E402
 from fedmarket.spec import TaskSpec  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
 from trainer.attacks import ATTACKS  # noqa: E402
-from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
 
 console = Console()
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts
@@ -52,17 +52,23 @@ TRAINER_FUNDS = 1_000 * ONE_TOKEN
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trainers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument("--attacker", choices=ATTACKS, default=None, help="make the last trainer malicious")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     parser.add_argument("--local-epochs", type=int, default=2)
-    parser.add_argument("--dp-noise", type=float, default=None, help="trainers use DP-SGD with this noise multiplier")
+    parser.add_argument(
+        "--dp-noise", type=float, default=None, help="trainers use DP-SGD with this noise multiplier"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "demo.json")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and state here (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep logs and state here (default: a temp dir)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     args = parser.parse_args(argv)
     if args.trainers < 2:
@@ -72,7 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def centralized_accuracy(spec: TaskSpec, train_data: LocalData, validation: LocalData, *, epochs: int, seed: int) -> float:
+def centralized_accuracy(
+    spec: TaskSpec, train_data: LocalData, validation: LocalData, *, epochs: int, seed: int
+) -> float:
     """The same model trained on the union of the trainers' data for as many epochs in total."""
     model = build_model(spec)
     settings = spec.training.model_copy(update={"local_epochs": epochs})
@@ -84,15 +92,21 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.monotonic()
     processes = ProcessGroup()
     with ExitStack() as stack:
-        console.rule(f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
-                     + (f", attacker {args.attacker}" if args.attacker else ""))
+        console.rule(
+            f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
+            + (f", attacker {args.attacker}" if args.attacker else "")
+        )
         anvil = stack.enter_context(Anvil(log_path=workdir / "anvil.log"))
         stack.callback(processes.stop)  # runs before Anvil stops: nothing logs a lost chain
         from web3 import Web3
 
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         artifacts = compile_contracts()
-        deployer, owner, coordinator_account = dev_account(0), dev_account(OWNER_INDEX), dev_account(COORDINATOR_INDEX)
+        deployer, owner, coordinator_account = (
+            dev_account(0),
+            dev_account(OWNER_INDEX),
+            dev_account(COORDINATOR_INDEX),
+        )
         trainers = [dev_account(FIRST_TRAINER_INDEX + i) for i in range(args.trainers)]
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
         deployment_file = workdir / "deployments" / "local.json"
@@ -122,9 +136,14 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         X, y = load_dataset(args.dataset)
         X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=args.seed)
         parts = dirichlet_split(y_train, parts=args.trainers, alpha=args.alpha, seed=args.seed, min_size=20)
-        data_files = [save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p]) for i, p in enumerate(parts)]
+        data_files = [
+            save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p])
+            for i, p in enumerate(parts)
+        ]
 
-        spec = digit_task_spec(args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed, dp_noise=args.dp_noise)
+        spec = digit_task_spec(
+            args.dataset, X.shape[1], local_epochs=args.local_epochs, seed=args.seed, dp_noise=args.dp_noise
+        )
         terms = TaskTerms(
             spec_hash=spec.spec_hash(), coordinator=coordinator_account.address, rounds=args.rounds,
             min_trainers=max(1, args.trainers // 2), max_trainers=args.trainers, slash_bps=5000,
@@ -135,13 +154,15 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         posted = api.post_task(spec=spec, terms=terms, owner_key=owner.key, market=market)
         task_id = posted["task_id"]
         api.upload_validation_data(task_id, X_val, y_val, owner_key=owner.key, market=market)
-        console.print(f"task {task_id} posted through the API (spec {posted['spec_cid']}), validation split uploaded")
+        console.print(
+            f"task {task_id} posted through the API (spec {posted['spec_cid']}), validation split uploaded"
+        )
 
         roles = ["honest"] * args.trainers
         if args.attacker:
             roles[-1] = "attacker"
         trainer_procs = []
-        for i, (account, data_file) in enumerate(zip(trainers, data_files)):
+        for i, (account, data_file) in enumerate(zip(trainers, data_files, strict=True)):
             command = [
                 sys.executable, "-m", "trainer.cli", "run", str(task_id), "--data", str(data_file),
                 "--state-dir", str(workdir / "trainer-state"), "--poll", "0.2",
@@ -153,14 +174,16 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         console.print(f"{args.trainers} trainer processes started (logs in {workdir})")
 
         rounds = watch_rounds(api, market, task_id, trainer_procs, deadline=started + args.timeout)
-        for proc, account in zip(trainer_procs, trainers):
+        for proc, account in zip(trainer_procs, trainers, strict=True):
             remaining = max(1.0, started + args.timeout - time.monotonic())
             if proc.wait(remaining) != 0:
                 console.print(f"[yellow]trainer {account.address} exited with {proc.returncode}[/yellow]")
 
         per_trainer = []
         for i, account in enumerate(trainers):
-            summary_file = workdir / "trainer-state" / account.address.lower() / f"task-{task_id}" / "summary.json"
+            summary_file = (
+                workdir / "trainer-state" / account.address.lower() / f"task-{task_id}" / "summary.json"
+            )
             summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
             rewards = api.rewards(task_id, account.address)
             per_trainer.append({
@@ -177,7 +200,9 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
 
         union = LocalData(X_train.astype(np.float32), y_train.astype(np.int64))
         validation = LocalData(X_val.astype(np.float32), y_val.astype(np.int64))
-        baseline = centralized_accuracy(spec, union, validation, epochs=args.rounds * args.local_epochs, seed=args.seed)
+        baseline = centralized_accuracy(
+            spec, union, validation, epochs=args.rounds * args.local_epochs, seed=args.seed
+        )
         report = {
             "task_id": task_id,
             "dataset": args.dataset,
@@ -186,7 +211,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             "trainers": per_trainer,
             "centralized_accuracy": baseline,
             "federated_accuracy": rounds[-1]["accuracy"] if rounds else None,
-            "owner_refund": sum(e.args["refund"] for e in market.iter_events("TaskCompleted", task_id=task_id)) / ONE_TOKEN,
+            "owner_refund": sum(
+                e.args["refund"] for e in market.iter_events("TaskCompleted", task_id=task_id)
+            )
+            / ONE_TOKEN,
             "market_balance": market.token_balance(deployment.market) / ONE_TOKEN,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
@@ -194,7 +222,9 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     return report
 
 
-def watch_rounds(api: CoordinatorClient, market: MarketClient, task_id: int, procs, *, deadline: float) -> list[dict]:
+def watch_rounds(
+    api: CoordinatorClient, market: MarketClient, task_id: int, procs, *, deadline: float
+) -> list[dict]:
     """Prints each round as the coordinator settles it; returns the rounds once the task ended."""
     seen: dict[int, dict] = {}
     last = time.monotonic()
@@ -216,7 +246,9 @@ def watch_rounds(api: CoordinatorClient, market: MarketClient, task_id: int, pro
                 seen[item["round"]] = row
                 acc = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else item["status"]
                 loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
-                console.print(f"{row['round']:>5} {acc:>9} {loss:>8} {row['accepted']:>9} {row['rejected']:>9} {row['seconds']:>8}")
+                console.print(
+                    f"{row['round']:>5} {acc:>9} {loss:>8} {row['accepted']:>9} {row['rejected']:>9} {row['seconds']:>8}"
+                )
         if market.task(task_id).status != TaskStatus.OPEN and len(seen) >= market.task(task_id).current_round:
             return [seen[k] for k in sorted(seen)]
         if time.monotonic() > deadline:
@@ -244,7 +276,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # the baseline shares two cores with the coordinator and the trainers
     with ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmarket-demo-")))
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmarket-demo-"))
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         try:
             report = run_demo(args, workdir)

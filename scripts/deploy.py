@@ -33,8 +33,15 @@ def _artifact(name: str) -> Artifact:
 
 
 @click.command(cls=ConnectedProviderCommand)
-@click.option("--fund", default=0, show_default=True, help="Dev accounts to fund with tokens (local network only).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Deployments file (default deployments/<network>.json).")
+@click.option(
+    "--fund", default=0, show_default=True, help="Dev accounts to fund with tokens (local network only)."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Deployments file (default deployments/<network>.json).",
+)
 def cli(fund: int, out: Path | None) -> None:
     provider = networks.provider
     network = provider.network.name

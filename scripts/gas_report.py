@@ -1,6 +1,6 @@
 """`make gas`: gas used per TaskMarket operation, read from receipts of a real round trip on Anvil.
 
-Writes reports/gas.json ({operation: gas}) and prints a table with the DESIGN.md targets.
+Writes reports/gas.json ({operation: gas}) and prints a table with the gas targets of docs/protocol.md (section "Gas").
 `finalizeRound_N` settles a round in which N trainers revealed and none was rejected: the three
 figures must stay within 10% of each other (settlement cost independent of honest trainers).
 """
@@ -28,7 +28,9 @@ PAYOUT_PER_TRAINER = ONE_TOKEN
 
 
 class GasBench:
-    def __init__(self, w3: Web3, deployment: Deployment, owner: LocalAccount, coordinator: LocalAccount) -> None:
+    def __init__(
+        self, w3: Web3, deployment: Deployment, owner: LocalAccount, coordinator: LocalAccount
+    ) -> None:
         self.w3 = w3
         self.deployment = deployment
         self.market = deployment.market_contract(w3)
@@ -57,9 +59,13 @@ class GasBench:
             reward_pool=rounds * trainers * PAYOUT_PER_TRAINER * 2, min_stake=10 * ONE_TOKEN,
         )  # fmt: skip
 
-    def create_task(self, *, rounds: int, trainers: list[LocalAccount]) -> tuple[int, int]:
+    def create_task(self, *, rounds: int, trainers: list[LocalAccount]) -> tuple[int, int, int]:
+        """(task id, createTask gas, the last join's gas)."""
         self.approve(self.owner)
-        gas = self.send(self.owner, self.market.functions.createTask(self.terms(rounds=rounds, trainers=len(trainers)).as_tuple()))
+        gas = self.send(
+            self.owner,
+            self.market.functions.createTask(self.terms(rounds=rounds, trainers=len(trainers)).as_tuple()),
+        )
         task_id = self.market.functions.taskCount().call()
         join_gas = []
         for trainer in trainers:
@@ -80,7 +86,9 @@ class GasBench:
             chain_id=chain_id, spender=self.deployment.market, value=terms.reward_pool,
             nonce=self.token.functions.nonces(self.owner.address).call(), deadline=deadline,
         )  # fmt: skip
-        fn = self.market.functions.createTaskFor(terms.as_tuple(), self.owner.address, deadline, signature, permit.as_tuple())
+        fn = self.market.functions.createTaskFor(
+            terms.as_tuple(), self.owner.address, deadline, signature, permit.as_tuple()
+        )
         self._approved.discard(self.owner.address)  # the permit replaced the owner's allowance
         return self.send(relayer, fn)
 
@@ -88,11 +96,16 @@ class GasBench:
         self, task_id: int, trainers: list[LocalAccount], earned: dict[str, int]
     ) -> dict[str, int]:
         """One round where every trainer commits and reveals, each earns PAYOUT_PER_TRAINER."""
-        gas = {"startRound": self.send(self.coordinator, self.market.functions.startRound(task_id, b"\x02" * 32))}
+        gas = {
+            "startRound": self.send(self.coordinator, self.market.functions.startRound(task_id, b"\x02" * 32))
+        }
         round_no = self.market.functions.getTask(task_id).call()[1][2]
         salts = {}
         for trainer in trainers:
-            update_hash, salt = Web3.keccak(text=f"update-{trainer.address}-{round_no}"), Web3.keccak(text=f"salt-{round_no}")
+            update_hash, salt = (
+                Web3.keccak(text=f"update-{trainer.address}-{round_no}"),
+                Web3.keccak(text=f"salt-{round_no}"),
+            )
             salts[trainer.address] = (update_hash, salt)
             commitment = make_commitment(task_id, round_no, trainer.address, update_hash, salt)
             gas["commit"] = self.send(trainer, self.market.functions.commit(task_id, commitment))
@@ -121,7 +134,13 @@ def measure() -> dict[str, int]:
     with Anvil(accounts=len(accounts)) as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.url))
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
-        fund_accounts(w3, deployment, deployer, [owner.address] + [t.address for t in trainer_pool], tokens=10_000 * ONE_TOKEN)
+        fund_accounts(
+            w3,
+            deployment,
+            deployer,
+            [owner.address] + [t.address for t in trainer_pool],
+            tokens=10_000 * ONE_TOKEN,
+        )
         bench = GasBench(w3, deployment, owner, coordinator)
         gas: dict[str, int] = {}
 

@@ -39,13 +39,23 @@ def digit_task_spec(
         hidden=(128,) if input_dim > 100 else (64,),
         norm_bound=25.0,
         init_seed=seed,
-        training={"local_epochs": local_epochs, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
-        privacy=None if dp_noise is None else {"noise_multiplier": dp_noise, "max_grad_norm": 1.0, "delta": 1e-5},
+        training={
+            "local_epochs": local_epochs,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "learning_rate": 0.15,
+            "momentum": 0.5,
+        },
+        privacy=None
+        if dp_noise is None
+        else {"noise_multiplier": dp_noise, "max_grad_norm": 1.0, "delta": 1e-5},
     )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--owner-key", required=True, help="task owner's private key (stays on this machine)")
     parser.add_argument("--coordinator", default="http://127.0.0.1:8000")
     parser.add_argument("--rpc-url", default="http://127.0.0.1:8545")
@@ -58,7 +68,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stake", type=int, default=10, help="trainer stake in whole tokens")
     parser.add_argument("--shards", type=int, default=0, help="also write N trainer data shards")
     parser.add_argument("--shard-dir", type=Path, default=Path("data"))
-    parser.add_argument("--dp-noise", type=float, default=None, help="ask trainers for DP-SGD with this noise multiplier")
+    parser.add_argument(
+        "--dp-noise", type=float, default=None, help="ask trainers for DP-SGD with this noise multiplier"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -75,7 +87,9 @@ def main(argv=None) -> int:
         )  # fmt: skip
         posted = api.post_task(spec=spec, terms=terms, owner_key=args.owner_key, market=market)
         api.upload_validation_data(posted["task_id"], X_val, y_val, owner_key=args.owner_key, market=market)
-    print(f"task {posted['task_id']} posted (spec {posted['spec_cid']}, tx {posted['tx_hash']}); validation split uploaded")
+    print(
+        f"task {posted['task_id']} posted (spec {posted['spec_cid']}, tx {posted['tx_hash']}); validation split uploaded"
+    )
     if args.shards:
         parts = dirichlet_split(y_train, parts=args.shards, alpha=0.5, seed=args.seed, min_size=20)
         for i, part in enumerate(parts):

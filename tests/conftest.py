@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 from eth_account.signers.local import LocalAccount
-from testkit.market import MarketEnv
 from web3 import Web3
 
 from fedmarket.contracts import compile_contracts
 from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market, fund_accounts
 from fedmarket.devnet import Anvil, dev_accounts
 from fedmarket.transactions import TransactionSender
+from testkit.market import MarketEnv
 
 TRAINER_COUNT = 10
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
@@ -124,12 +124,19 @@ def market_chain(chain, deployment) -> Chain:
 
 # ---------------------------------------------------------------------- services
 
+
 @pytest.fixture
 def fresh_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path) -> MarketEnv:
     """A new token + market on the session Anvil, for tests whose services index the chain
     (snapshots would pull blocks from under an indexer)."""
     deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
-    fund_accounts(w3, deployed, deployer, [owner.address, outsider.address, *(t.address for t in trainers)], tokens=FUNDED_TOKENS)
+    fund_accounts(
+        w3,
+        deployed,
+        deployer,
+        [owner.address, outsider.address, *(t.address for t in trainers)],
+        tokens=FUNDED_TOKENS,
+    )
     path = tmp_path / "deployments" / "local.json"
     deployed.write(path)
     return MarketEnv(deployed, path, anvil.url)

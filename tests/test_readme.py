@@ -12,4 +12,8 @@ def test_readme_sdk_example_runs(tmp_path, capsys):
     code = blocks[0].replace("/tmp/fedmarket-blobs", str(tmp_path / "blobs"))
     exec(compile(code, "README.md", "exec"), {})
     cid, spec_hash, parameters = capsys.readouterr().out.split()
-    assert cid.startswith("bafkrei") and len(bytes.fromhex(spec_hash)) == 32 and int(parameters) == 64 * 32 + 32 + 32 * 10 + 10
+    assert (
+        cid.startswith("bafkrei")
+        and len(bytes.fromhex(spec_hash)) == 32
+        and int(parameters) == 64 * 32 + 32 + 32 * 10 + 10
+    )

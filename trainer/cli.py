@@ -15,28 +15,29 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
 from eth_account import Account
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient, CoordinatorError
 from fedmarket.errors import ContractRevert, FedmarketError
+from fedmarket.learning import load_local_data
 from fedmarket.protocol import TaskStatus
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
 from trainer.attacks import ATTACKS, attack
-from fedmarket.learning import load_local_data
 from trainer.node import StateDir, TrainerNode
 
-app = typer.Typer(help="Train on your private data for fedmarket tasks and earn tokens.", no_args_is_help=True)
+app = typer.Typer(
+    help="Train on your private data for fedmarket tasks and earn tokens.", no_args_is_help=True
+)
 console = Console()
 errors = Console(stderr=True)
 ONE_TOKEN = 10**18
@@ -45,9 +46,15 @@ RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="FEDMARKET_RPC_URL", he
 DeploymentOpt = Annotated[
     Path, typer.Option("--deployment", envvar="FEDMARKET_DEPLOYMENT_FILE", help="deployments/<network>.json")
 ]
-CoordinatorOpt = Annotated[str, typer.Option("--coordinator", envvar="FEDMARKET_COORDINATOR_URL", help="coordinator API")]
-KeyOpt = Annotated[str | None, typer.Option("--key", envvar="FEDMARKET_TRAINER_KEY", help="trainer private key (0x...)")]
-StateOpt = Annotated[Path, typer.Option("--state-dir", envvar="FEDMARKET_STATE_DIR", help="where salts and updates are kept")]
+CoordinatorOpt = Annotated[
+    str, typer.Option("--coordinator", envvar="FEDMARKET_COORDINATOR_URL", help="coordinator API")
+]
+KeyOpt = Annotated[
+    str | None, typer.Option("--key", envvar="FEDMARKET_TRAINER_KEY", help="trainer private key (0x...)")
+]
+StateOpt = Annotated[
+    Path, typer.Option("--state-dir", envvar="FEDMARKET_STATE_DIR", help="where salts and updates are kept")
+]
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = Path("deployments/local.json")
@@ -77,7 +84,9 @@ def _chain(rpc_url: str, deployment: Path, key: str | None = None, *, need_key: 
     account = _account(key) if need_key or key else None
     try:
         client = MarketClient.connect(rpc_url, deployment)
-    except FedmarketError as exc:  # no deployments file, wrong chain, node unreachable (ChainUnavailableError)
+    except (
+        FedmarketError
+    ) as exc:  # no deployments file, wrong chain, node unreachable (ChainUnavailableError)
         fail(str(exc))
     return client.with_account(account) if account else client
 
@@ -117,7 +126,9 @@ def tasks(
 def _spec_name(store: HttpStore, spec_cid: str) -> str:
     try:
         return TaskSpec.from_json(store.get(spec_cid)).name
-    except FedmarketError:  # spec not in the store, or not a valid spec: one such task must not hide the others
+    except (
+        FedmarketError
+    ):  # spec not in the store, or not a valid spec: one such task must not hide the others
         return "(spec unavailable)"
 
 
@@ -150,7 +161,9 @@ def run(
         summary = _guard(node.run)
     node.state.write_summary(summary)
     if summary.ejected:
-        console.print("[red]this node's update was rejected and its stake slashed; see `fedmarket-trainer status`[/red]")
+        console.print(
+            "[red]this node's update was rejected and its stake slashed; see `fedmarket-trainer status`[/red]"
+        )
     console.print(
         f"[green]task {task_id} done[/green]: revealed in rounds {summary.rounds_revealed}, "
         f"claimed {tokens(summary.claimed)} FMT, stake returned {tokens(summary.stake_returned)} FMT, gas {summary.gas_used:,}"
@@ -165,14 +178,17 @@ def status(
     """Rounds taken part in, scores, earned, claimed, stake, privacy spent."""
     chain = _chain(rpc_url, deployment, key)
     info = _existing_task(chain, task_id)
-    me = chain.address
+    me = chain.signer
     trainer = chain.trainer(task_id, me)
     table = Table("round", "revealed", "accepted", "reason", "score", "payout", "epsilon")
     epsilon_total = 0.0
     with CoordinatorClient(coordinator) as api:
         for saved in StateDir(state_dir, task_id, me).all_rounds():
+            verdict: dict[str, Any]
             try:
-                verdict = next((s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {})
+                verdict = next(
+                    (s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {}
+                )
             except CoordinatorError:
                 verdict = {}  # round not indexed yet: show what the node knows
             epsilon_total += saved.epsilon or 0.0
@@ -243,7 +259,7 @@ class RunDisplay:
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             console=console, disable=not console.is_terminal,
         )  # fmt: skip
-        self._rounds: dict[int, int] = {}
+        self._rounds: dict[int, TaskID] = {}
 
     def __enter__(self) -> RunDisplay:
         self.progress.start()
@@ -252,7 +268,7 @@ class RunDisplay:
     def __exit__(self, *exc_info) -> None:
         self.progress.stop()
 
-    def _row(self, round_no: int, total: int | None = None) -> int:
+    def _row(self, round_no: int, total: int | None = None) -> TaskID:
         if round_no not in self._rounds:
             self._rounds[round_no] = self.progress.add_task(f"round {round_no}", total=total)
         elif total is not None:
@@ -260,14 +276,18 @@ class RunDisplay:
         return self._rounds[round_no]
 
     def on_event(self, kind: str, info: dict) -> None:
-        round_no = info.get("round")
+        round_no = int(info.get("round") or 0)
         if kind == "phase" and round_no:
             self.progress.update(self._row(round_no), description=f"round {round_no}: {info['phase']}")
         elif kind == "training":
-            self.progress.update(self._row(round_no, total=info["epochs"]), description=f"round {round_no}: training")
+            self.progress.update(
+                self._row(round_no, total=info["epochs"]), description=f"round {round_no}: training"
+            )
         elif kind == "epoch":
             self.progress.update(
-                self._row(round_no), advance=1, description=f"round {round_no}: training, loss {info['loss']:.4f}"
+                self._row(round_no),
+                advance=1,
+                description=f"round {round_no}: training, loss {info['loss']:.4f}",
             )
         if kind != "phase":
             _print_event(kind, info)
@@ -300,4 +320,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

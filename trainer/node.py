@@ -107,7 +107,7 @@ class TrainerNode:
         chain: MarketClient,
         coordinator: CoordinatorClient,
         store: ContentStore,
-        data: LocalData,
+        data: LocalData | None,
         state_root: Path,
         poll_interval: float = 0.5,
         on_event: EventSink | None = None,
@@ -118,7 +118,7 @@ class TrainerNode:
         self.coordinator = coordinator
         self.store = store
         self.data = data
-        self.address = chain.address
+        self.address = chain.signer  # a read-only client cannot train: ChainError here
         self.state = StateDir(state_root, task_id, self.address)
         self.poll_interval = poll_interval
         self._emit = on_event or (lambda kind, info: None)
@@ -142,7 +142,9 @@ class TrainerNode:
         if self.chain.trainer(self.task_id, self.address).joined:
             return
         if info.trainer_count >= info.terms.max_trainers:
-            raise NodeError(f"task {self.task_id} is full ({info.trainer_count}/{info.terms.max_trainers} trainers)")
+            raise NodeError(
+                f"task {self.task_id} is full ({info.trainer_count}/{info.terms.max_trainers} trainers)"
+            )
         balance = self.chain.token_balance(self.address)
         if balance < info.terms.min_stake:
             raise NodeError(
@@ -192,7 +194,9 @@ class TrainerNode:
             return True
         if phase == RoundPhase.REVEAL and committed and not on_chain.revealed:
             if saved is None:
-                raise NodeError(f"committed in round {round_no} but the update is not in {self.state.path}; cannot reveal")
+                raise NodeError(
+                    f"committed in round {round_no} but the update is not in {self.state.path}; cannot reveal"
+                )
             self._upload_and_reveal(*saved)
             return True
         return False
@@ -202,7 +206,9 @@ class TrainerNode:
             state, update = self._train(round_no, spec)
         else:
             state, update = saved  # trained before a restart: commit that same update
-        commitment = make_commitment(self.task_id, round_no, self.address, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt))
+        commitment = make_commitment(
+            self.task_id, round_no, self.address, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt)
+        )
         try:
             self._track(self.chain.commit(self.task_id, commitment))
         except ContractRevert as revert:
@@ -217,6 +223,8 @@ class TrainerNode:
 
     def _train(self, round_no: int, spec: TaskSpec) -> tuple[RoundState, bytes]:
         # The store verifies the blob against its CID, i.e. against the on-chain model hash.
+        if self.data is None:
+            raise NodeError("this node has no local data to train on: start it with --data FILE")
         global_state = fetch_model(self.store, spec, self.chain.round(self.task_id, round_no).model_hash)
         model = build_model(spec)
         model.load_state_dict(global_state)
@@ -245,7 +253,9 @@ class TrainerNode:
             raise NodeError(f"store returned {cid} for update {state.update_hash}")
         state.uploaded = True
         self.state.save(state)
-        self._track(self.chain.reveal(self.task_id, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt)))
+        self._track(
+            self.chain.reveal(self.task_id, bytes.fromhex(state.update_hash), bytes.fromhex(state.salt))
+        )
         state.revealed = True
         self.state.save(state)
         self.summary.rounds_revealed.append(state.round)

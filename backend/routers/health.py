@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 from sqlalchemy import text
 
 from backend.deps import ChainDep, DbDep, StoreDep
+from backend.schemas import CoordinatorInfo, Health
 from fedmarket.cid import cid_of
 from fedmarket.errors import ChainError
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz(db: DbDep, chain: ChainDep, store: StoreDep) -> JSONResponse:
+# A degraded coordinator answers 503 with the same body, naming what failed: not an ErrorBody.
+@router.get(
+    "/healthz", response_model=Health,
+    responses={503: {"model": Health, "description": "Degraded: a dependency did not answer (its field says why)"}},
+    summary="Whether the database, the chain and the store answer",
+)  # fmt: skip
+def healthz(response: Response, db: DbDep, chain: ChainDep, store: StoreDep) -> Health:
     checks: dict[str, str] = {}
     try:
         with db.session() as session:
@@ -32,15 +37,19 @@ def healthz(db: DbDep, chain: ChainDep, store: StoreDep) -> JSONResponse:
     except Exception as exc:
         checks["store"] = f"error: {exc}"
     healthy = all(v.startswith("ok") for v in checks.values())
-    return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
+    response.status_code = 200 if healthy else 503
+    return Health(status="ok" if healthy else "degraded", db=checks["db"], chain=checks["chain"], store=checks["store"])
 
 
-@router.get("/v1/info", summary="Who this coordinator is: its address (put it in task terms), chain and market")
-def info(chain: ChainDep) -> dict:
-    return {
-        "coordinator": chain.address,
-        "chain_id": chain.deployment.chain_id,
-        "market": chain.market_address,
-        "token": chain.token_address,
-        "deploy_block": chain.deployment.deploy_block,
-    }
+@router.get(
+    "/v1/info", response_model=CoordinatorInfo,
+    summary="Who this coordinator is: its address (put it in task terms), chain and market",
+)  # fmt: skip
+def info(chain: ChainDep) -> CoordinatorInfo:
+    return CoordinatorInfo(
+        coordinator=chain.address,
+        chain_id=chain.deployment.chain_id,
+        market=chain.market_address,
+        token=chain.token_address,
+        deploy_block=chain.deployment.deploy_block,
+    )

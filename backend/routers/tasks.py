@@ -22,8 +22,21 @@ from backend.db import (
     UsedSignatureRow,
 )
 from backend.deps import ChainDep, DbDep, ServicesDep, StoreDep
-from backend.errors import ApiError
-from backend.schemas import CreateTaskRequest
+from backend.errors import ApiError, error_responses
+from backend.schemas import (
+    CreateTaskRequest,
+    RewardsPublic,
+    RoundPublic,
+    RoundSummary,
+    SubmissionPublic,
+    TaskCreated,
+    TaskList,
+    TaskPublic,
+    TaskSummary,
+    ValidationStored,
+    from_row,
+    octet_stream,
+)
 from fedmarket.auth import EXPIRY_HEADER, SIGNATURE_HEADER, recover_signer, validation_upload_message
 from fedmarket.errors import ContractRevert, DataMismatchError, ModelBuildError, SpecError
 from fedmarket.models import build_model
@@ -41,8 +54,11 @@ RoundNo = Annotated[int, Path(ge=0, lt=2**16, description="round number, from 1"
 # ---------------------------------------------------------------------- posting
 
 
-@router.post("", status_code=201, summary="Post a task signed by its owner; the coordinator relays it")
-def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep, store: StoreDep) -> dict:
+@router.post(
+    "", status_code=201, response_model=TaskCreated, responses=error_responses(403, 422, 503),
+    summary="Post a task signed by its owner; the coordinator relays it",
+)  # fmt: skip
+def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep, store: StoreDep) -> TaskCreated:
     try:
         spec = TaskSpec.model_validate(body.spec)
         build_model(spec)  # shapes and size limits, before anything is written
@@ -75,17 +91,36 @@ def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep,
     except ContractRevert as revert:
         raise ApiError.from_revert(revert, doing="this task") from None
     services.indexer.sync()  # the task is readable through the API as soon as this returns
-    return {"task_id": result.task_id, "spec_cid": spec_cid, "tx_hash": result.tx_hash}
+    return TaskCreated(task_id=result.task_id, spec_cid=spec_cid, tx_hash=result.tx_hash)
 
 
-@router.put("/{task_id}/validation-data", summary="Upload the owner's private validation split (NPZ: X, y)")
+# The route reads the raw body itself (streamed, size-limited), so FastAPI cannot see it: declared here.
+VALIDATION_BODY = {
+    **octet_stream(
+        "An NPZ archive (numpy.savez, no pickles) with arrays X, shape (n, *input_shape), finite numbers, "
+        "and y, shape (n,), integer labels in [0, num_classes); signed by the task owner in the headers"
+    ),
+    "required": True,
+}
+
+
+@router.put(
+    "/{task_id}/validation-data", response_model=ValidationStored,
+    responses=error_responses(401, 403, 404, 409, 413, 422, 503),
+    openapi_extra={"requestBody": VALIDATION_BODY},
+    summary="Upload the owner's private validation split (NPZ: X, y)",
+)  # fmt: skip
 async def put_validation_data(
     task_id: TaskId,
     request: Request,
     services: ServicesDep,
-    signature: Annotated[str, Header(alias=SIGNATURE_HEADER)],
-    expiry: Annotated[int, Header(alias=EXPIRY_HEADER)],
-) -> dict:
+    signature: Annotated[
+        str, Header(alias=SIGNATURE_HEADER, description="the owner's EIP-191 signature of the upload statement")
+    ],
+    expiry: Annotated[
+        int, Header(alias=EXPIRY_HEADER, description="chain time (unix seconds) the signature expires")
+    ],
+) -> ValidationStored:
     settings = services.settings
     limit = settings.max_validation_bytes
     body = bytearray()
@@ -97,7 +132,7 @@ async def put_validation_data(
     return await run_in_threadpool(_store_validation, services, task_id, bytes(body), signature=signature, expiry=expiry)
 
 
-def _store_validation(services, task_id: int, body: bytes, *, signature: str, expiry: int) -> dict:
+def _store_validation(services, task_id: int, body: bytes, *, signature: str, expiry: int) -> ValidationStored:
     settings, chain, db = services.settings, services.chain, services.db
     with db.session() as session:
         task = session.get(TaskRow, task_id)
@@ -140,33 +175,24 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
             raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again") from None
         services.validation.write(task_id, body)
         session.get(TaskRow, task_id).has_validation_data = True
-    return {"task_id": task_id, "samples": samples}
+    return ValidationStored(task_id=task_id, samples=samples)
 
 
 # ---------------------------------------------------------------------- reading
 
 
-def _task_summary(task: TaskRow) -> dict:
-    return {
-        "task_id": task.task_id,
-        "owner": task.owner,
-        "coordinator": task.coordinator,
-        "status": task.status,
-        "spec_cid": task.spec_cid,
-        "terms": task.terms,
-        "current_round": task.current_round,
-        "model_cid": task.model_cid,
-        "has_validation_data": task.has_validation_data,
-    }
-
-
-@router.get("", summary="List tasks, optionally by status (open, completed, cancelled, expired)")
-def list_tasks(db: DbDep, status: Annotated[str | None, Query(pattern="^(open|completed|cancelled|expired)$")] = None) -> dict:
+@router.get(
+    "", response_model=TaskList, responses=error_responses(422),
+    summary="List tasks, optionally by status (open, completed, cancelled, expired)",
+)  # fmt: skip
+def list_tasks(
+    db: DbDep, status: Annotated[TaskState | None, Query(description="only tasks in this status")] = None
+) -> TaskList:
     with db.session() as session:
         query = select(TaskRow).order_by(TaskRow.task_id)
-        if status:
+        if status is not None:
             query = query.where(TaskRow.status == status)
-        return {"tasks": [_task_summary(t) for t in session.scalars(query)]}
+        return TaskList(tasks=[TaskSummary.model_validate(t) for t in session.scalars(query)])
 
 
 def _get_task(session, task_id: int) -> TaskRow:
@@ -191,28 +217,26 @@ def _joined_trainers(session, task_id: int) -> list[str]:
     return list(joined)
 
 
-@router.get("/{task_id}", summary="A task: terms, trainers, current round and phase, metrics per round")
-def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> dict:
+@router.get(
+    "/{task_id}", response_model=TaskPublic, responses=error_responses(404, 422, 503),
+    summary="A task: terms, trainers, current round and phase, metrics per round",
+)  # fmt: skip
+def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> TaskPublic:
     with db.session() as session:
         task = _get_task(session, task_id)
         rounds = session.scalars(select(RoundRow).where(RoundRow.task_id == task_id).order_by(RoundRow.round))
-        history = [
-            {
-                "round": r.round, "status": r.status, "model_cid": r.model_cid, "new_model_cid": r.new_model_cid,
-                "report_cid": r.report_cid, "payout": r.payout, "metrics": r.metrics,
-            }
-            for r in rounds
-        ]  # fmt: skip
-        summary = _task_summary(task)
-        summary["trainers"] = _joined_trainers(session, task_id)
-    phase = chain.phase(task_id) if summary["status"] == TaskState.OPEN else RoundPhase.NONE
-    summary["phase"] = phase.name.lower()
-    summary["rounds"] = history
-    return summary
+        history = [RoundSummary.model_validate(r) for r in rounds]
+        trainers = _joined_trainers(session, task_id)
+    # The chain is asked after the session is closed: a slow node never holds a database connection.
+    phase = chain.phase(task_id) if task.status == TaskState.OPEN else RoundPhase.NONE
+    return from_row(TaskPublic, task, trainers=trainers, phase=phase.name.lower(), rounds=history)
 
 
-@router.get("/{task_id}/rounds/{round_no}", summary="One round: commits, reveals, verdicts, payouts, tx hashes")
-def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> dict:
+@router.get(
+    "/{task_id}/rounds/{round_no}", response_model=RoundPublic, responses=error_responses(404, 422),
+    summary="One round: commits, reveals, verdicts, payouts, tx hashes",
+)  # fmt: skip
+def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> RoundPublic:
     with db.session() as session:
         _get_task(session, task_id)
         row = session.get(RoundRow, (task_id, round_no))
@@ -221,25 +245,21 @@ def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> dict:
         submissions = session.scalars(
             select(SubmissionRow).where(SubmissionRow.task_id == task_id, SubmissionRow.round == round_no)
         )
-        return {
-            "task_id": task_id, "round": round_no, "status": row.status, "model_cid": row.model_cid,
-            "new_model_cid": row.new_model_cid, "report_cid": row.report_cid, "rewards_root": row.rewards_root,
-            "payout": row.payout, "metrics": row.metrics, "commit_deadline": row.commit_deadline,
-            "reveal_deadline": row.reveal_deadline, "started_tx": row.started_tx, "closed_tx": row.closed_tx,
-            "submissions": [
-                {
-                    "trainer": s.trainer, "commitment": s.commitment, "committed_tx": s.committed_tx,
-                    "update_hash": s.update_hash, "update_cid": s.update_cid, "revealed_tx": s.revealed_tx,
-                    "accepted": s.accepted, "reason": s.reason, "score": s.score, "payout": s.payout,
-                    "slashed": s.slashed,
-                }
-                for s in submissions
-            ],
-        }  # fmt: skip
+        return from_row(RoundPublic, row, submissions=[SubmissionPublic.model_validate(s) for s in submissions])
 
 
-@router.get("/{task_id}/rewards/{address}", summary="What an account earned and claimed, with its Merkle proof")
-def get_rewards(task_id: TaskId, address: str, db: DbDep, store: StoreDep, chain: ChainDep) -> dict:
+# Before the first finalized round there is no root: `round` and `rewards_root` are left out, not null.
+@router.get(
+    "/{task_id}/rewards/{address}", response_model=RewardsPublic, response_model_exclude_none=True,
+    responses=error_responses(404, 422, 503), summary="What an account earned and claimed, with its Merkle proof",
+)  # fmt: skip
+def get_rewards(
+    task_id: TaskId,
+    address: Annotated[str, Path(description="the account, 0x-hex, any case")],
+    db: DbDep,
+    store: StoreDep,
+    chain: ChainDep,
+) -> RewardsPublic:
     if not is_address(address):
         raise ApiError(422, "InvalidAddress", f"{address!r} is not a 0x-prefixed 20-byte address")
     account = to_checksum_address(address)
@@ -253,16 +273,16 @@ def get_rewards(task_id: TaskId, address: str, db: DbDep, store: StoreDep, chain
         earning = session.get(EarningRow, (task_id, account))
         claimed = int(earning.claimed) if earning else 0
     if latest is None or latest.report_cid is None:
-        return {"task_id": task_id, "account": account, "cumulative": "0", "claimed": str(claimed), "proof": []}
+        return RewardsPublic(task_id=task_id, account=account, cumulative="0", claimed=str(claimed), proof=[])
     report = RoundReport.from_json(store.get(latest.report_cid))
     tree = report.rewards_tree()
     amount = report.cumulative.get(account, 0)
-    return {
-        "task_id": task_id,
-        "account": account,
-        "round": latest.round,
-        "rewards_root": "0x" + tree.root.hex(),
-        "cumulative": str(amount),
-        "claimed": str(max(claimed, chain.claimed(task_id, account))),
-        "proof": ["0x" + p.hex() for p in tree.proof(account)] if amount else [],
-    }
+    return RewardsPublic(
+        task_id=task_id,
+        account=account,
+        round=latest.round,
+        rewards_root="0x" + tree.root.hex(),
+        cumulative=str(amount),
+        claimed=str(max(claimed, chain.claimed(task_id, account))),
+        proof=["0x" + p.hex() for p in tree.proof(account)] if amount else [],
+    )

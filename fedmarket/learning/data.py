@@ -98,8 +98,11 @@ def _reshape(features: np.ndarray, input_shape: tuple[int, ...], *, source: str)
         return features.reshape(len(features), *input_shape)
     raise DataMismatchError(
         f"task expects samples of shape {input_shape}, {source} has {sample_shape}"
-        + (f" ({math.prod(sample_shape)} values per sample, the task needs {math.prod(input_shape)})"
-           if math.prod(sample_shape) != math.prod(input_shape) else "")
+        + (
+            f" ({math.prod(sample_shape)} values per sample, the task needs {math.prod(input_shape)})"
+            if math.prod(sample_shape) != math.prod(input_shape)
+            else ""
+        )
     )
 
 
@@ -157,8 +160,7 @@ def _read_npz(file: Path | io.BytesIO, *, name: str) -> tuple[np.ndarray, np.nda
             feature_name = "X" if "X" in names else "x" if "x" in names else None
             if feature_name is None or "y" not in names:
                 raise DataMismatchError(
-                    f"{name} holds arrays {names}; "
-                    "the task expects an npz with features 'X' and labels 'y'"
+                    f"{name} holds arrays {names}; the task expects an npz with features 'X' and labels 'y'"
                 )
             return archive[feature_name], archive["y"]
     except DataMismatchError:

@@ -14,6 +14,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
+from backend.app import create_app
+from fedmarket.chain import MarketClient
+from fedmarket.client import CoordinatorClient
+from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.learning import LocalData
+from fedmarket.spec import TaskSpec
+from fedmarket.store import HttpStore
 from testkit.coordinator import (
     TEST_SERVER,
     Coordinator,
@@ -24,14 +32,6 @@ from testkit.coordinator import (
     task_terms,
 )
 from testkit.market import coordinator_settings
-
-from backend.app import create_app
-from fedmarket.chain import MarketClient
-from fedmarket.client import CoordinatorClient
-from fedmarket.datasets import load_dataset, train_test_split
-from fedmarket.learning import LocalData
-from fedmarket.spec import TaskSpec
-from fedmarket.store import HttpStore
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,9 @@ def start_coordinator(fresh_market, tmp_path) -> Iterator[Callable[..., Coordina
             api = stack.enter_context(CoordinatorClient(TEST_SERVER, transport=transport))
             store_client = stack.enter_context(HttpStore(TEST_SERVER, transport=transport, retries=0))
             market = MarketClient.connect(fresh_market.rpc_url, fresh_market.deployment)
-            return Coordinator(fresh_market, http, http.app.state.services, market, api, store_client, stack.close)
+            return Coordinator(
+                fresh_market, http, http.app.state.services, market, api, store_client, stack.close
+            )
 
         yield start
 
@@ -76,13 +78,21 @@ def post_task(owner, digits) -> Callable[..., PostedTask]:
     through the coordinator's API, signed in the test by the `owner` fixture, and uploads the
     owner's validation split unless ``validation=False``."""
 
-    def post(coordinator: Coordinator, *, spec: TaskSpec | None = None, validation: bool = True, **terms) -> PostedTask:
+    def post(
+        coordinator: Coordinator, *, spec: TaskSpec | None = None, validation: bool = True, **terms
+    ) -> PostedTask:
         spec = spec or digits_spec()
         signed_terms = task_terms(spec, coordinator.address, **terms)
-        posted = coordinator.api.post_task(spec=spec, terms=signed_terms, owner_key=owner.key, market=coordinator.market)
+        posted = coordinator.api.post_task(
+            spec=spec, terms=signed_terms, owner_key=owner.key, market=coordinator.market
+        )
         if validation:
             coordinator.api.upload_validation_data(
-                posted["task_id"], digits.validation.X, digits.validation.y, owner_key=owner.key, market=coordinator.market
+                posted["task_id"],
+                digits.validation.X,
+                digits.validation.y,
+                owner_key=owner.key,
+                market=coordinator.market,
             )
         return PostedTask(posted["task_id"], spec, signed_terms, posted["spec_cid"])
 
@@ -101,8 +111,12 @@ def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
     account as a :class:`ScriptedTrainer` storing blobs through the coordinator's API; its data
     defaults to 200 digits samples of its own."""
 
-    def make(coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs) -> ScriptedTrainer:
+    def make(
+        coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs
+    ) -> ScriptedTrainer:
         data = data if data is not None else digits.share(200 * index, 200 * (index + 1))
-        return ScriptedTrainer(trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs)
+        return ScriptedTrainer(
+            trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs
+        )
 
     return make

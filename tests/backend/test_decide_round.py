@@ -100,7 +100,10 @@ def test_honest_updates_are_aggregated_scored_and_paid_by_their_value():
 
 
 def test_verdicts_name_trainers_checksummed_whatever_case_they_came_in():
-    decision = decide([A.upper().replace("0X", "0x"), B], [revealed(A.upper().replace("0X", "0x"), update(A, 0.5)), revealed(B, update(B, 0.5))])
+    decision = decide(
+        [A.upper().replace("0X", "0x"), B],
+        [revealed(A.upper().replace("0X", "0x"), update(A, 0.5)), revealed(B, update(B, 0.5))],
+    )
     assert {v.trainer for v in decision.verdicts} == {to_checksum_address(A), to_checksum_address(B)}
     assert all(v.accepted for v in decision.verdicts)
     assert set(decision.payouts) == {to_checksum_address(A), to_checksum_address(B)}
@@ -114,7 +117,11 @@ def test_a_single_update_is_valued_against_the_unchanged_model():
 
 
 def test_a_zero_update_is_accepted_but_earns_only_the_base_share():
-    reveals = [revealed(A, update(A, 0.5)), revealed(B, update(B, 0.5, samples=20)), revealed(C, update(C, 0.0, samples=2))]
+    reveals = [
+        revealed(A, update(A, 0.5)),
+        revealed(B, update(B, 0.5, samples=20)),
+        revealed(C, update(C, 0.0, samples=2)),
+    ]
     decision = decide([A, B, C], reveals)
     verdicts = by_trainer(decision)
     assert verdicts[C.lower()].accepted and verdicts[C.lower()].norm == 0.0
@@ -162,7 +169,11 @@ def test_every_refusal_reason_and_the_budget_counts_every_rejected_trainer():
 
 @pytest.mark.parametrize(
     ("metadata", "reason"),
-    [({"task_id": TASK + 1}, "wrong_metadata"), ({"trainer": A}, "wrong_metadata"), ({"round": ROUND - 1}, "wrong_metadata")],
+    [
+        ({"task_id": TASK + 1}, "wrong_metadata"),
+        ({"trainer": A}, "wrong_metadata"),
+        ({"round": ROUND - 1}, "wrong_metadata"),
+    ],
 )
 def test_an_update_made_for_another_task_round_or_trainer_is_a_replay(metadata, reason):
     decision = decide([A, B], [revealed(A, update(A, 0.5)), revealed(B, update(B, 0.4, **metadata))])
@@ -179,16 +190,26 @@ def test_of_two_identical_updates_the_first_revealed_keeps_its_place():
 
 def test_an_update_for_another_model_is_invalid():
     wrong_shape = encode_update(
-        {"0.weight": torch.zeros(3, 2), "0.bias": torch.zeros(2)}, task_id=TASK, round=ROUND, trainer=B, num_samples=1
+        {"0.weight": torch.zeros(3, 2), "0.bias": torch.zeros(2)},
+        task_id=TASK,
+        round=ROUND,
+        trainer=B,
+        num_samples=1,
     )
-    extra = encode_update({**delta(0.1), "1.weight": torch.zeros(1)}, task_id=TASK, round=ROUND, trainer=C, num_samples=1)
+    extra = encode_update(
+        {**delta(0.1), "1.weight": torch.zeros(1)}, task_id=TASK, round=ROUND, trainer=C, num_samples=1
+    )
     decision = decide([A, B, C], [revealed(A, update(A, 0.5)), revealed(B, wrong_shape), revealed(C, extra)])
     assert by_trainer(decision)[B.lower()].reason == "invalid"
     assert by_trainer(decision)[C.lower()].reason == "invalid"
 
 
 def test_a_harmful_update_is_rejected_and_the_others_are_scored_again_without_it():
-    reveals = [revealed(A, update(A, 0.5)), revealed(B, update(B, 0.5, samples=20)), revealed(C, update(C, -1.5))]
+    reveals = [
+        revealed(A, update(A, 0.5)),
+        revealed(B, update(B, 0.5, samples=20)),
+        revealed(C, update(C, -1.5)),
+    ]
     decision = decide([A, B, C], reveals)
     verdicts = by_trainer(decision)
     assert (verdicts[C.lower()].accepted, verdicts[C.lower()].reason) == (False, "harmful")
@@ -244,7 +265,14 @@ def test_a_zero_budget_pays_nothing_to_anyone():
 
 
 def test_aggregators_keep_float64_deltas_in_float64():
-    deltas = [{"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}, {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)}]
-    for result in (fedavg(deltas, [1, 1], max_share=1.0), coordinate_median(deltas), trimmed_mean(deltas, trim_ratio=0.0)):
+    deltas = [
+        {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)},
+        {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)},
+    ]
+    for result in (
+        fedavg(deltas, [1, 1], max_share=1.0),
+        coordinate_median(deltas),
+        trimmed_mean(deltas, trim_ratio=0.0),
+    ):
         assert result["w"].dtype == torch.float64
         torch.testing.assert_close(result["w"], torch.tensor([2.0, 3.0], dtype=torch.float64))

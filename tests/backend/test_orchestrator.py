@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from testkit.coordinator import MIN_STAKE, SLASH_BPS, advance_chain, digits_spec, play_round, task_terms
 
 from backend.db import SettlementRow
 from fedmarket.cid import cid_from_digest
@@ -18,6 +17,7 @@ from fedmarket.errors import ContractRevert
 from fedmarket.models import build_model
 from fedmarket.protocol import BPS, RoundPhase, TaskStatus
 from fedmarket.report import RoundReport, SubmissionReport
+from testkit.coordinator import MIN_STAKE, SLASH_BPS, advance_chain, digits_spec, play_round, task_terms
 
 SLASHED = MIN_STAKE * SLASH_BPS // BPS
 
@@ -71,7 +71,9 @@ def test_honest_trainers_are_paid_over_three_rounds_by_their_contribution(
         timings.append(_round_timings(wall, steps, report, trainers, trainer_before))
 
         chain_round = coordinator_app.market.round(task.task_id, round_no)
-        [finalized] = [e for e in events(coordinator_app, "RoundFinalized", task.task_id) if e.args["round"] == round_no]
+        [finalized] = [
+            e for e in events(coordinator_app, "RoundFinalized", task.task_id) if e.args["round"] == round_no
+        ]
         payouts = {item.trainer: int(item.payout) for item in report.submissions}
         assert sum(payouts.values()) == int(report.payout) == chain_round.payout == finalized.args["payout"]
         assert 0 < chain_round.payout <= int(report.budget)
@@ -97,7 +99,9 @@ def test_honest_trainers_are_paid_over_three_rounds_by_their_contribution(
     assert cumulative[big.address] > cumulative[small.address] > cumulative[noisy.address] > 0
     # Money in the market: stakes plus what the trainers have yet to claim.
     stakes = sum(coordinator_app.market.trainer(task.task_id, t.address).stake for t in trainers)
-    assert coordinator_app.market.token_balance(coordinator_app.market.market_address) == stakes + info.unclaimed
+    assert (
+        coordinator_app.market.token_balance(coordinator_app.market.market_address) == stakes + info.unclaimed
+    )
 
     _print_timings(timings)
 
@@ -106,12 +110,19 @@ def _round_timings(wall: float, steps: dict, report: dict, trainers, before) -> 
     """One round's seconds by kind, trainers' summed over trainers. The coordinator's chain time
     is its startRound step plus whatever of its settling step the report does not account for
     (the phase reads and the finalizeRound transaction)."""
-    spent = {kind: sum(t.timings[kind] - b[kind] for t, b in zip(trainers, before)) for kind in ("training", "chain", "storage")}
+    spent = {
+        kind: sum(t.timings[kind] - b[kind] for t, b in zip(trainers, before, strict=True))
+        for kind in ("training", "chain", "storage")
+    }
     decided = report.timings
     return {
         "wall": wall,
         "training": spent["training"],
-        "chain": spent["chain"] + steps["start"] + steps["settle"] - sum(decided.values()) + decided["chain_reads"],
+        "chain": spent["chain"]
+        + steps["start"]
+        + steps["settle"]
+        - sum(decided.values())
+        + decided["chain_reads"],
         "storage": spent["storage"] + decided["storage_reads"] + decided["storage_writes"],
         "verify": decided["verify"],
         "aggregation": decided["aggregation"],
@@ -217,7 +228,10 @@ def test_a_round_that_misses_its_quorum_is_aborted_and_the_silent_committer_slas
     assert_slashed_and_out(coordinator_app, task.task_id, silent)
     assert coordinator_app.market.trainer(task.task_id, revealer.address).stake == MIN_STAKE
     info = coordinator_app.market.task(task.task_id)
-    assert (info.pool, info.unclaimed) == (task.terms.reward_pool + SLASHED, 0)  # the budget stays in the pool
+    assert (info.pool, info.unclaimed) == (
+        task.terms.reward_pool + SLASHED,
+        0,
+    )  # the budget stays in the pool
     api_round = coordinator_app.api.round(task.task_id, 1)
     assert api_round["status"] == "aborted"
     assert {s["trainer"]: (s["accepted"], s["reason"], s["slashed"]) for s in api_round["submissions"]} == {
@@ -280,18 +294,31 @@ def test_the_round_report_matches_the_chain_and_the_api_and_its_proofs_pay(
     assert cid_from_digest(info.model_hash) == report.new_model_cid
     assert coordinator_app.services.store.has(report.new_model_cid)
     assert int(report.payout) == round_info.payout
-    assert set(report.timings) >= {"chain_reads", "storage_reads", "verify", "scoring", "aggregation", "evaluation"}
+    assert set(report.timings) >= {
+        "chain_reads",
+        "storage_reads",
+        "verify",
+        "scoring",
+        "aggregation",
+        "evaluation",
+    }
     # Every committer has a verdict; the rejected ones are exactly those slashed on chain.
     assert set(verdicts(report)) == {t.address for t in everyone}
-    slashes = {e.args["trainer"]: e.args["amount"] for e in events(coordinator_app, "TrainerSlashed", task.task_id)}
+    slashes = {
+        e.args["trainer"]: e.args["amount"] for e in events(coordinator_app, "TrainerSlashed", task.task_id)
+    }
     assert slashes == {garbage.address: SLASHED, silent.address: SLASHED}
     [finalized] = events(coordinator_app, "RoundFinalized", task.task_id)
     assert finalized.args["rejectedCount"] == 2
 
     # The indexer projects the report: the API shows each verdict as the report has it.
     api_round = coordinator_app.api.round(task.task_id, 1)
-    assert api_round["status"] == "finalized" and api_round["report_cid"] == cid_from_digest(round_info.report_hash)
-    assert api_round["payout"] == str(report.payout) and api_round["metrics"] == report.metrics.model_dump(mode="json")
+    assert api_round["status"] == "finalized" and api_round["report_cid"] == cid_from_digest(
+        round_info.report_hash
+    )
+    assert api_round["payout"] == str(report.payout) and api_round["metrics"] == report.metrics.model_dump(
+        mode="json"
+    )
     for submission in api_round["submissions"]:
         verdict = verdicts(report)[submission["trainer"]]
         assert (submission["accepted"], submission["reason"], submission["payout"]) == (
@@ -334,13 +361,24 @@ def _scaled(factor: float):
     [
         (lambda make, coordinator, honest: make(coordinator, 2, copy_of=honest[0]), "duplicate"),
         (lambda make, coordinator, honest: make(coordinator, 2, metadata={"round": 2}), "wrong_metadata"),
-        (lambda make, coordinator, honest: make(coordinator, 2, metadata={"trainer": honest[1].address}), "wrong_metadata"),
+        (
+            lambda make, coordinator, honest: make(coordinator, 2, metadata={"trainer": honest[1].address}),
+            "wrong_metadata",
+        ),
         (lambda make, coordinator, honest: make(coordinator, 2, metadata={"task_id": 999}), "wrong_metadata"),
         (lambda make, coordinator, honest: make(coordinator, 2, rewrite=_scaled(1000.0)), "norm_bound"),
         (lambda make, coordinator, honest: make(coordinator, 2, rewrite=_scaled(-8.0)), "harmful"),
         (lambda make, coordinator, honest: make(coordinator, 2, mode="no_upload"), "not_uploaded"),
     ],
-    ids=["duplicate", "another-round", "another-trainer", "another-task", "over-norm", "sign-flipped", "not-uploaded"],
+    ids=[
+        "duplicate",
+        "another-round",
+        "another-trainer",
+        "another-task",
+        "over-norm",
+        "sign-flipped",
+        "not-uploaded",
+    ],
 )
 def test_a_refused_update_is_rejected_with_its_reason_and_slashed(
     coordinator_app, post_task, make_trainer, w3, make_bad, reason
@@ -357,7 +395,9 @@ def test_a_refused_update_is_rejected_with_its_reason_and_slashed(
     assert (verdict.accepted, verdict.reason, verdict.payout) == (False, reason, 0), verdict
     assert verdict.detail
     assert_slashed_and_out(coordinator_app, task.task_id, bad)
-    assert all(verdicts(report)[t.address].accepted and int(verdicts(report)[t.address].payout) > 0 for t in honest)
+    assert all(
+        verdicts(report)[t.address].accepted and int(verdicts(report)[t.address].payout) > 0 for t in honest
+    )
     assert api_verdicts(coordinator_app, task.task_id, 1)[bad.address]["reason"] == reason
 
 
@@ -370,7 +410,11 @@ def test_the_orchestrator_waits_for_validation_data_trainers_and_commits(
     task = post_task(coordinator_app, validation=False)
     assert coordinator_app.step(task.task_id).action == "waiting_validation"
     coordinator_app.api.upload_validation_data(
-        task.task_id, digits.validation.X, digits.validation.y, owner_key=owner.key, market=coordinator_app.market
+        task.task_id,
+        digits.validation.X,
+        digits.validation.y,
+        owner_key=owner.key,
+        market=coordinator_app.market,
     )
     first = make_trainer(coordinator_app, 0)
     first.join(task.task_id)
@@ -422,7 +466,9 @@ def test_a_settlement_is_recorded_before_it_is_sent_and_resent_unchanged_after_a
         row = session.get(SettlementRow, (task.task_id, 1))
         recorded = dict(row.payload)
         assert row.tx_hash is None
-    assert first.services.store.has(recorded["report_cid"]) and first.services.store.has(recorded["new_model_cid"])
+    assert first.services.store.has(recorded["report_cid"]) and first.services.store.has(
+        recorded["new_model_cid"]
+    )
     admin.unpause()
 
     # A coordinator started again on the same data sends the recorded settlement, not a new one.
@@ -438,7 +484,9 @@ def test_a_settlement_is_recorded_before_it_is_sent_and_resent_unchanged_after_a
     assert len(list(restarted.market.iter_events("RoundFinalized", task_id=task.task_id))) == 1
 
 
-def test_the_report_names_each_revealed_update_as_the_trainer_sent_it(coordinator_app, post_task, make_trainer, w3):
+def test_the_report_names_each_revealed_update_as_the_trainer_sent_it(
+    coordinator_app, post_task, make_trainer, w3
+):
     task = post_task(coordinator_app)
     trainers = [make_trainer(coordinator_app, i) for i in (0, 1)]
     for trainer in trainers:

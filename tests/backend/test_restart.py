@@ -16,15 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from testkit.coordinator import (
-    MIN_STAKE,
-    ScriptedTrainer,
-    advance_chain,
-    digits_spec,
-    play_round,
-    task_terms,
-)
-from testkit.market import REPO_ROOT, coordinator_env
 
 from backend.db import Database, SettlementRow
 from fedmarket.chain import MarketClient
@@ -36,6 +27,15 @@ from fedmarket.processes import COORDINATOR_COMMAND, log_tail, wait_until_health
 from fedmarket.protocol import RoundPhase, TaskStatus
 from fedmarket.report import RoundReport
 from fedmarket.store import DirectoryStore, HttpStore
+from testkit.coordinator import (
+    MIN_STAKE,
+    ScriptedTrainer,
+    advance_chain,
+    digits_spec,
+    play_round,
+    task_terms,
+)
+from testkit.market import REPO_ROOT, coordinator_env
 
 KILL_SEED = 20240601  # the random kill delays; change it to try other crash points
 
@@ -76,7 +76,6 @@ class CoordinatorProcess:
                 self.kill()
 
 
-
 @pytest.fixture
 def coordinator_process(fresh_market, tmp_path):
     process = CoordinatorProcess(fresh_market, tmp_path / "coordinator", tmp_path / "coordinator.log")
@@ -91,7 +90,9 @@ def wait_for(condition, what: str, process: CoordinatorProcess | None = None, ti
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; coordinator log:\n{log_tail(process.log)}" if process else ""))
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f"; coordinator log:\n{log_tail(process.log)}" if process else "")
+    )
 
 
 def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
@@ -105,9 +106,12 @@ def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
     spec = digits_spec()
     terms = task_terms(spec, coordinator.address, rounds=4, reveal_window=60)  # the devnet key
     task_id = api.post_task(spec=spec, terms=terms, owner_key=owner.key, market=market)["task_id"]
-    api.upload_validation_data(task_id, digits.validation.X, digits.validation.y, owner_key=owner.key, market=market)
+    api.upload_validation_data(
+        task_id, digits.validation.X, digits.validation.y, owner_key=owner.key, market=market
+    )
     players = [
-        ScriptedTrainer(trainers[i], market, store, digits.share(300 * i, 300 * (i + 1)), seed=i) for i in range(3)
+        ScriptedTrainer(trainers[i], market, store, digits.share(300 * i, 300 * (i + 1)), seed=i)
+        for i in range(3)
     ]
     for player in players:
         player.join(task_id)
@@ -195,7 +199,10 @@ def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
     # Each round's report is in the store under its on-chain hash; the settlement the
     # coordinator recorded is the one that was sent.
     blobs = DirectoryStore(tmp_path / "coordinator" / "blobs")
-    reports = {e.args["round"]: RoundReport.from_json(blobs.get(cid_from_digest(e.args["reportHash"]))) for e in closes}
+    reports = {
+        e.args["round"]: RoundReport.from_json(blobs.get(cid_from_digest(e.args["reportHash"])))
+        for e in closes
+    }
     for e in closes:
         assert reports[e.args["round"]].payout == e.args["payout"]
     assert_settlements_match_the_chain(tmp_path / "coordinator", market, task_id)
@@ -211,7 +218,9 @@ def test_a_coordinator_killed_at_any_moment_settles_every_round_once(
     final = reports[4].cumulative
     process.start()  # serves the proofs
     for player in players:
-        earned = sum(item.payout for r in reports.values() for item in r.submissions if item.trainer == player.address)
+        earned = sum(
+            item.payout for r in reports.values() for item in r.submissions if item.trainer == player.address
+        )
         assert final.get(player.address, 0) == earned
         rewards = api.rewards(task_id, player.address)
         assert int(rewards["cumulative"]) == earned

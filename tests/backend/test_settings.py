@@ -10,7 +10,9 @@ from fedmarket.devnet import dev_account
 def test_devnet_profile_defaults_to_the_devnet_coordinator_key(monkeypatch):
     monkeypatch.delenv("FEDMARKET_COORDINATOR_KEY", raising=False)
     settings = Settings(profile="devnet")
-    assert settings.coordinator_key.get_secret_value().removeprefix("0x") == dev_account(2).key.hex().removeprefix("0x")
+    assert settings.coordinator_key.get_secret_value().removeprefix("0x") == dev_account(
+        2
+    ).key.hex().removeprefix("0x")
 
 
 def test_production_profile_without_a_key_refuses_to_start(monkeypatch):

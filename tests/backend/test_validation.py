@@ -12,17 +12,11 @@ import pytest
 
 from backend.validation import ValidationStore
 from fedmarket.errors import DataMismatchError
-from fedmarket.spec import DataFormat, TaskSpec, mlp_spec
+from fedmarket.spec import DataFormat, mlp_spec
+from testkit.specs import image_spec
 
 SPEC = mlp_spec(name="tabular", input_dim=4, num_classes=3)
-IMAGE_SPEC = TaskSpec(
-    name="images",
-    input_shape=(1, 2, 2),
-    num_classes=3,
-    layers=[{"type": "flatten"}, {"type": "linear", "in_features": 4, "out_features": 3}],
-    norm_bound=10.0,
-    data=DataFormat(feature_scale=0.5),
-)
+IMAGE_SPEC = image_spec(data=DataFormat(feature_scale=0.5))
 
 
 def npz(**arrays) -> bytes:
@@ -73,5 +67,7 @@ def test_the_split_is_read_by_the_trainers_rule_scaled_and_reshaped(tmp_path):
     ],
 )
 def test_a_split_that_does_not_fit_is_refused_with_the_reason(tmp_path, body, needle):
-    with pytest.raises(DataMismatchError, match=needle.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        DataMismatchError, match=needle.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         ValidationStore(tmp_path).check(body, SPEC)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from testkit.market import REPO_ROOT
 
 from fedmarket.deploy import Deployment, deploy_market, fund_accounts
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy
+from testkit.market import REPO_ROOT
 
 FUNDED_TOKENS = 100_000 * 10**18
 

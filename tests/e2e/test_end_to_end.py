@@ -66,7 +66,13 @@ def digits_spec() -> TaskSpec:
         hidden=(32,),
         norm_bound=25.0,
         init_seed=0,
-        training={"local_epochs": 1, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
+        training={
+            "local_epochs": 1,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "learning_rate": 0.15,
+            "momentum": 0.5,
+        },
         # Honest, label-skewed updates may score a little below zero; none of them is an attack.
         scoring={"base_share": 0.2, "harm_threshold": -1.0},
     )
@@ -96,7 +102,9 @@ def finished_task(e2e_market, coordinator_url, processes, workdir, owner, coordi
     X, y = load_dataset("digits")
     X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=0)
     parts = dirichlet_split(y_train, parts=3, alpha=1.0, seed=0, min_size=100)
-    data_files = [save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p]) for i, p in enumerate(parts)]
+    data_files = [
+        save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p]) for i, p in enumerate(parts)
+    ]
 
     spec = digits_spec()
     terms = TaskTerms(
@@ -118,7 +126,9 @@ def finished_task(e2e_market, coordinator_url, processes, workdir, owner, coordi
         return processes.start(command, log=log)
 
     logs = {a.address: workdir / f"trainer-{i}.log" for i, a in enumerate(accounts)}
-    procs = {a.address: start_trainer(a, f, logs[a.address]) for a, f in zip(accounts, data_files)}
+    procs = {
+        a.address: start_trainer(a, f, logs[a.address]) for a, f in zip(accounts, data_files, strict=True)
+    }
 
     def fail(message: str) -> None:
         shown = [*logs.values(), workdir / "trainer-0-restarted.log", workdir / "coordinator.log"]
@@ -127,7 +137,9 @@ def finished_task(e2e_market, coordinator_url, processes, workdir, owner, coordi
 
     try:
         # No round starts before the validation split is there: every node joins first.
-        wait_for(lambda: market.task(task_id).trainer_count == 3, "three trainers to join", watch=[*procs.values()])
+        wait_for(
+            lambda: market.task(task_id).trainer_count == 3, "three trainers to join", watch=[*procs.values()]
+        )
         for account in others:
             processes.signal(procs[account.address], signal.SIGSTOP)
         api.upload_validation_data(task_id, X_val, y_val, owner_key=owner.key, market=market)

@@ -167,4 +167,3 @@ def any_store(request, tmp_path) -> DirectoryStore | MemoryStore | HttpStore:
     if request.param == "memory":
         return MemoryStore(max_blob_bytes=BLOB_LIMIT)
     return request.getfixturevalue("http_store")
-

@@ -10,19 +10,14 @@ import pytest
 from fedmarket.datasets import save_npz
 from fedmarket.errors import FedmarketError
 from fedmarket.learning import DataMismatchError, load_local_data
-from fedmarket.spec import DataFormat, TaskSpec, mlp_spec
+from fedmarket.spec import DataFormat, mlp_spec
+from testkit.specs import image_spec
 
 NPZ_SPEC = mlp_spec(name="tabular", input_dim=4, num_classes=3)
 CSV_SPEC = mlp_spec(
     name="tabular", input_dim=4, num_classes=3, data=DataFormat(format="csv", label_column="class")
 )
-IMAGE_SPEC = TaskSpec(
-    name="images",
-    input_shape=(1, 2, 2),
-    num_classes=3,
-    layers=[{"type": "flatten"}, {"type": "linear", "in_features": 4, "out_features": 3}],
-    norm_bound=10.0,
-)
+IMAGE_SPEC = image_spec()
 
 
 def sample_arrays(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -91,13 +86,7 @@ def test_wrong_feature_count_names_both_shapes(tmp_path):
 
 def test_same_count_in_another_layout_is_not_silently_reshaped(tmp_path):
     X, y = sample_arrays()
-    spec = TaskSpec(
-        name="images",
-        input_shape=(2, 2, 1),
-        num_classes=3,
-        layers=[{"type": "flatten"}, {"type": "linear", "in_features": 4, "out_features": 3}],
-        norm_bound=10.0,
-    )
+    spec = image_spec((2, 2, 1))
     with pytest.raises(DataMismatchError, match=r"expects samples of shape \(2, 2, 1\).*has \(4, 1\)"):
         load_local_data(save_npz(tmp_path / "t.npz", X.reshape(6, 4, 1), y), spec)
 

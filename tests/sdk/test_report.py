@@ -24,16 +24,35 @@ def make_report(**overrides) -> RoundReport:
         new_model_cid="bafkreib",
         budget=BIG,
         payout=BIG - 7,
-        metrics=RoundMetrics(loss=0.5, accuracy=0.9, previous_loss=0.7, previous_accuracy=0.8, accepted=1, rejected=1),
+        metrics=RoundMetrics(
+            loss=0.5, accuracy=0.9, previous_loss=0.7, previous_accuracy=0.8, accepted=1, rejected=1
+        ),
         submissions=(
             SubmissionReport(
-                trainer=BOB.lower(), update_hash=None, update_cid=None, accepted=False,
-                reason=RejectionReason.NO_REVEAL, detail="committed but did not reveal", num_samples=0,
-                norm=None, score=None, payout=0, slashed=5 * 10**18,
+                trainer=BOB.lower(),
+                update_hash=None,
+                update_cid=None,
+                accepted=False,
+                reason=RejectionReason.NO_REVEAL,
+                detail="committed but did not reveal",
+                num_samples=0,
+                norm=None,
+                score=None,
+                payout=0,
+                slashed=5 * 10**18,
             ),  # fmt: skip
             SubmissionReport(
-                trainer=ALICE, update_hash="ab" * 32, update_cid="bafkreic", accepted=True, reason=None,
-                detail=None, num_samples=100, norm=1.25, score=0.01, payout=BIG - 7, slashed=0,
+                trainer=ALICE,
+                update_hash="ab" * 32,
+                update_cid="bafkreic",
+                accepted=True,
+                reason=None,
+                detail=None,
+                num_samples=100,
+                norm=1.25,
+                score=0.01,
+                payout=BIG - 7,
+                slashed=0,
             ),  # fmt: skip
         ),
         cumulative={ALICE: BIG - 7 + 11, BOB: 11},
@@ -70,7 +89,12 @@ def test_the_rewards_tree_is_the_one_the_report_lists():
 
 def test_a_non_finite_measurement_is_recorded_as_null():
     metrics = RoundMetrics(
-        loss=float("inf"), accuracy=0.1, previous_loss=float("nan"), previous_accuracy=0.1, accepted=0, rejected=2
+        loss=float("inf"),
+        accuracy=0.1,
+        previous_loss=float("nan"),
+        previous_accuracy=0.1,
+        accepted=0,
+        rejected=2,
     )
     report = make_report(metrics=metrics)
     assert report.metrics.loss is None and report.metrics.previous_loss is None

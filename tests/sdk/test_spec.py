@@ -56,7 +56,13 @@ def test_defaults_are_written_into_canonical_json(make_spec):
 def test_mlp_spec_declares_hidden_layers_with_activation_and_dropout(make_spec):
     spec = make_spec(hidden=(16, 8), activation="tanh", dropout=0.25)
     assert [layer.type for layer in spec.layers] == [
-        "linear", "tanh", "dropout", "linear", "tanh", "dropout", "linear",
+        "linear",
+        "tanh",
+        "dropout",
+        "linear",
+        "tanh",
+        "dropout",
+        "linear",
     ]
     assert spec.layers[-1] == LinearLayer(in_features=8, out_features=3)
 

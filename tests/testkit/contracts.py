@@ -72,6 +72,7 @@ def event_names(chain, receipt) -> list[str]:
 
 def error_args(error: ContractRevert) -> dict:
     """The revert's arguments, with addresses checksummed (the decoder returns them lowercase)."""
+
     def plain(value):
         if isinstance(value, str) and len(value) == 42 and is_address(value):
             return to_checksum_address(value)
@@ -236,7 +237,7 @@ class MarketDriver:
             "owner", "status", "currentRound", "trainerCount",
             "pool", "unclaimed", "modelHash", "rewardsRoot",
         )  # fmt: skip
-        return dict(zip(keys, state))
+        return dict(zip(keys, state, strict=True))
 
     def get_round(self, task_id: int, round_no: int) -> dict:
         values = self.market.functions.getRound(task_id, round_no).call()
@@ -244,11 +245,13 @@ class MarketDriver:
             "commitDeadline", "revealDeadline", "commitCount", "revealCount",
             "closed", "aborted", "modelHash", "reportHash", "payout",
         )  # fmt: skip
-        return dict(zip(keys, values))
+        return dict(zip(keys, values, strict=True))
 
     def get_trainer(self, task_id: int, trainer: str) -> dict:
         values = self.market.functions.getTrainer(task_id, trainer).call()
-        return dict(zip(("stake", "claimed", "lastCommitRound", "lastRevealRound", "joined"), values))
+        return dict(
+            zip(("stake", "claimed", "lastCommitRound", "lastRevealRound", "joined"), values, strict=True)
+        )
 
     def phase(self, task_id: int) -> RoundPhase:
         return RoundPhase(self.market.functions.roundPhase(task_id).call())

@@ -68,7 +68,13 @@ def digits_spec(**overrides) -> TaskSpec:
         "num_classes": 10,
         "hidden": (16,),
         "norm_bound": 25.0,
-        "training": {"local_epochs": 1, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.15, "momentum": 0.5},
+        "training": {
+            "local_epochs": 1,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "learning_rate": 0.15,
+            "momentum": 0.5,
+        },
         "scoring": {"base_share": 0.2, "harm_threshold": -0.2},
     }
     fields.update(overrides)
@@ -142,8 +148,6 @@ class PostedTask:
 # ---------------------------------------------------------------------- trainers
 
 
-
-
 @dataclass
 class ScriptedTrainer:
     """A trainer played by the test through the SDK: one call per protocol step.
@@ -205,9 +209,16 @@ class ScriptedTrainer:
             model.load_state_dict(global_state)
             samples = len(self.data)
             if self.mode != "zero":  # a free rider sends the global model back: an all-zero delta
-                samples = self._timed("training", train, model, self.data, spec.training, seed=self.seed + round_no).num_samples
+                samples = self._timed(
+                    "training", train, model, self.data, spec.training, seed=self.seed + round_no
+                ).num_samples
             if self.metadata:  # an update made for another task, round or trainer
-                fields = {"task_id": task_id, "round": round_no, "trainer": self.address, "num_samples": samples}
+                fields = {
+                    "task_id": task_id,
+                    "round": round_no,
+                    "trainer": self.address,
+                    "num_samples": samples,
+                }
                 delta = state_delta(model.state_dict(), global_state)
                 delta = self.rewrite(delta) if self.rewrite else delta
                 blob = encode_update(delta, **{**fields, **self.metadata})

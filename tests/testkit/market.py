@@ -24,7 +24,11 @@ class MarketEnv:
 def coordinator_settings(env: MarketEnv, data_dir: Path, **overrides) -> Settings:
     """Devnet settings for a coordinator on `env`, keeping its data under `data_dir`."""
     return Settings(
-        rpc_url=env.rpc_url, deployment_file=env.deployment_file, data_dir=data_dir, poll_interval=0.1, **overrides
+        rpc_url=env.rpc_url,
+        deployment_file=env.deployment_file,
+        data_dir=data_dir,
+        poll_interval=0.1,
+        **overrides,
     )
 
 

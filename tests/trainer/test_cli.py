@@ -47,7 +47,9 @@ def key_of(account) -> str:
 
 def assert_user_error(result, *phrases: str) -> str:
     """Exit code 1 through the CLI's own error path: one line, `error: ...`, naming each phrase."""
-    assert isinstance(result.exception, SystemExit), f"crashed instead of failing cleanly: {result.exception!r}"
+    assert isinstance(result.exception, SystemExit), (
+        f"crashed instead of failing cleanly: {result.exception!r}"
+    )
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
@@ -100,13 +102,17 @@ def test_unreachable_coordinator_is_reported(cli, trainer_services, make_task, t
                "--coordinator", dead_api]  # fmt: skip
     args = [] if command == "tasks" else [str(task_id)]
     key = None if command == "tasks" else key_of(trainers[0])
-    assert_user_error(cli(command, *args, key=key, options=options), f"cannot reach the coordinator at {dead_api}")
+    assert_user_error(
+        cli(command, *args, key=key, options=options), f"cannot reach the coordinator at {dead_api}"
+    )
 
 
 def test_missing_deployments_file_says_to_deploy(cli, trainer_services, tmp_path, trainers):
     options = ["--rpc-url", trainer_services.rpc_url, "--deployment", str(tmp_path / "nowhere.json"),
                "--coordinator", trainer_services.coordinator_url]  # fmt: skip
-    assert_user_error(cli("join", "1", key=key_of(trainers[0]), options=options), "no deployments file", "deploy")
+    assert_user_error(
+        cli("join", "1", key=key_of(trainers[0]), options=options), "no deployments file", "deploy"
+    )
 
 
 # ---------------------------------------------------------------------- tasks that cannot be joined
@@ -123,7 +129,9 @@ def test_full_task_is_refused_and_nothing_is_staked(cli, make_task, trainer_serv
     market = trainer_services.market()
     before = market.token_balance(trainers[1].address)
 
-    assert_user_error(cli("join", str(task_id), key=key_of(trainers[1])), f"task {task_id} is full (1/1 trainers)")
+    assert_user_error(
+        cli("join", str(task_id), key=key_of(trainers[1])), f"task {task_id} is full (1/1 trainers)"
+    )
     assert market.token_balance(trainers[1].address) == before
     assert not market.trainer(task_id, trainers[1].address).joined
 
@@ -138,7 +146,9 @@ def test_account_without_tokens_cannot_join(cli, make_task, trainer_services):
     task_id = make_task()
     broke = dev_account(UNFUNDED_INDEX)
     assert trainer_services.market().token_balance(broke.address) == 0
-    message = assert_user_error(cli("join", str(task_id), key=key_of(broke)), f"{broke.address} holds 0 tokens")
+    message = assert_user_error(
+        cli("join", str(task_id), key=key_of(broke)), f"{broke.address} holds 0 tokens"
+    )
     assert f"stake of {MIN_STAKE}" in message
     assert not trainer_services.market().trainer(task_id, broke.address).joined
 
@@ -180,9 +190,15 @@ def missing_file(directory):
 @pytest.mark.parametrize(
     ("make_file", "phrases"),
     [
-        pytest.param(too_few_features, ["task expects samples of shape (8,)", "has (5,)"], id="too-few-features"),
-        pytest.param(labels_out_of_range, ["outside [0, 3)", "the task has 3 classes"], id="labels-out-of-range"),
-        pytest.param(csv_for_an_npz_task, ["looks like a csv file", "the task expects npz data"], id="csv-for-npz"),
+        pytest.param(
+            too_few_features, ["task expects samples of shape (8,)", "has (5,)"], id="too-few-features"
+        ),
+        pytest.param(
+            labels_out_of_range, ["outside [0, 3)", "the task has 3 classes"], id="labels-out-of-range"
+        ),
+        pytest.param(
+            csv_for_an_npz_task, ["looks like a csv file", "the task expects npz data"], id="csv-for-npz"
+        ),
         pytest.param(not_an_npz_archive, ["is not a readable npz archive"], id="not-an-npz-archive"),
         pytest.param(wrong_array_names, ["features 'X' and labels 'y'"], id="wrong-array-names"),
         pytest.param(missing_file, ["no data file at"], id="missing-file"),

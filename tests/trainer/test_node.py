@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmarket import files
 from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
@@ -22,7 +23,6 @@ from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskTerms, make_commitment
 from fedmarket.spec import mlp_spec
 from fedmarket.store import MemoryStore
-from fedmarket import files
 from trainer import node as node_module
 from trainer.node import NodeError, NodeSummary, RoundState, StateDir, TrainerNode
 
@@ -32,7 +32,9 @@ SPEC = mlp_spec(name="small", input_dim=8, num_classes=3, hidden=(6,))
 
 
 def round_state(round_no: int, update: bytes) -> RoundState:
-    return RoundState(round=round_no, update_hash=digest_of(update).hex(), salt="11" * 32, num_samples=5, loss=0.5)
+    return RoundState(
+        round=round_no, update_hash=digest_of(update).hex(), salt="11" * 32, num_samples=5, loss=0.5
+    )
 
 
 # ---------------------------------------------------------------------- the state dir

@@ -105,5 +105,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("used_signatures", "settlements", "earnings", "submissions", "rounds", "tasks", "cursors", "events"):
+    for table in (
+        "used_signatures",
+        "settlements",
+        "earnings",
+        "submissions",
+        "rounds",
+        "tasks",
+        "cursors",
+        "events",
+    ):
         op.drop_table(table)
