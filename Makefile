@@ -13,7 +13,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo gas bench compile devnet deploy coordinator clean help
+.PHONY: setup test lint format demo gas bench openapi compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy (make format rewrites the files)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
 	@echo "make bench  - protocol overhead per round, 5/20/50 in-process trainers -> reports/bench.json"
+	@echo "make openapi - the coordinator API's schema -> docs/openapi.json (a test fails while it is stale)"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
 	@echo "make compile, make clean"
 
@@ -62,6 +63,9 @@ gas: setup
 
 bench: setup
 	$(PY) bench/protocol_overhead.py
+
+openapi: setup
+	$(PY) scripts/openapi.py
 
 devnet: setup
 	$(PY) -m fedmarket.devnet --port 8545

@@ -1,5 +1,7 @@
 """The coordinator's FastAPI app: task API, content store API, and the background workers.
 
+Run it with the console script:
+
     fedmarket-coordinator            # devnet defaults: Anvil on :8545, deployments/local.json
     FEDMARKET_PROFILE=production FEDMARKET_COORDINATOR_KEY=0x... fedmarket-coordinator
 """

@@ -122,13 +122,13 @@ def octet_stream(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/octet-stream": {"schema": schema}}}
 
 
-def _absent_when_none(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # the field is never sent as null, so null is no default of it
 
 
 def _absent_until(description: str) -> Any:
     """A field the route leaves out (``response_model_exclude_none``) rather than send as null."""
-    return Field(None, description=description, json_schema_extra=_absent_when_none)
+    return Field(None, description=description, json_schema_extra=_drop_default)
 
 
 def from_row(model: type[PublicModel], row: Any, **extra: Any) -> PublicModel:
@@ -204,8 +204,12 @@ class RoundSummary(_Public):
     model_cid: Cid = Field(description="CID of the global model the round trains")
     new_model_cid: Cid | None = Field(description="CID of the aggregated model; null until finalized")
     report_cid: Cid | None = Field(description="CID of the round report (fedmarket.report.RoundReport)")
-    payout: DecimalAmount | None = Field(description="tokens the round paid in all, base units; null until finalized")
-    metrics: RoundMetrics | None = Field(description="the new global model on the validation split; null until settled")
+    payout: DecimalAmount | None = Field(
+        description="tokens the round paid in all, base units; null until finalized"
+    )
+    metrics: RoundMetrics | None = Field(
+        description="the new global model on the validation split; null until settled"
+    )
 
 
 class TaskPublic(TaskSummary):
@@ -232,22 +236,32 @@ class SubmissionPublic(_Public):
     update_hash: HexHash | None = Field(description="sha256 of the revealed update; null if never revealed")
     update_cid: Cid | None = Field(description="CID of the revealed update blob; null if never revealed")
     revealed_tx: HexHash | None = Field(description="the reveal transaction; null if never revealed")
-    accepted: bool | None = Field(description="aggregated and paid, or refused and slashed; null until settled")
+    accepted: bool | None = Field(
+        description="aggregated and paid, or refused and slashed; null until settled"
+    )
     reason: RejectionReason | None = Field(description="why it was refused; null when accepted or unsettled")
     score: float | None = Field(description="its value under the spec's scoring rule; null if not scored")
-    payout: DecimalAmount | None = Field(description="what the round paid it, base units; null until finalized")
-    slashed: DecimalAmount | None = Field(description="stake taken from it this round, base units; null if none")
+    payout: DecimalAmount | None = Field(
+        description="what the round paid it, base units; null until finalized"
+    )
+    slashed: DecimalAmount | None = Field(
+        description="stake taken from it this round, base units; null if none"
+    )
 
 
 class RoundPublic(RoundSummary):
     """One round in full: deadlines, transactions, and every submission with its verdict."""
 
     task_id: int = Field(description="the market's task id")
-    rewards_root: HexHash | None = Field(description="Merkle root of cumulative rewards after it; null until finalized")
+    rewards_root: HexHash | None = Field(
+        description="Merkle root of cumulative rewards after it; null until finalized"
+    )
     commit_deadline: int = Field(description="chain time (unix seconds) the commit phase ends")
     reveal_deadline: int = Field(description="chain time (unix seconds) the reveal phase ends")
     started_tx: HexHash = Field(description="the startRound transaction")
-    closed_tx: HexHash | None = Field(description="the finalizeRound or abortRound transaction; null while open")
+    closed_tx: HexHash | None = Field(
+        description="the finalizeRound or abortRound transaction; null while open"
+    )
     submissions: list[SubmissionPublic] = Field(description="one per committer")
 
 
@@ -262,7 +276,9 @@ class RewardsPublic(_Public):
     )
     cumulative: DecimalAmount = Field(description="everything earned in the task so far, base units")
     claimed: DecimalAmount = Field(description="how much of it was claimed, base units")
-    proof: list[HexHash] = Field(description="Merkle proof of `cumulative` under the root; empty when it is 0")
+    proof: list[HexHash] = Field(
+        description="Merkle proof of `cumulative` under the root; empty when it is 0"
+    )
 
 
 class BlobStored(_Public):

@@ -37,9 +37,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         deployment = Deployment.load(settings.deployment_file)
-        chain = MarketClient.connect(
-            settings.rpc_url, deployment, private_key=settings.signing_key()
-        )
+        chain = MarketClient.connect(settings.rpc_url, deployment, private_key=settings.signing_key())
         db = Database(settings.resolved_database_url)
         db.migrate()
         store = DirectoryStore(settings.resolved_store_dir, max_blob_bytes=settings.max_blob_bytes)

@@ -599,9 +599,17 @@ class MarketClient:
         if round_no is None:
             round_no = self.task(task_id).current_round
         # Round: commitDeadline, revealDeadline, commitCount, revealCount, closed, aborted, then:
-        (commit_deadline, reveal_deadline, commit_count, reveal_count, closed, aborted, model_hash, report_hash, payout) = (
-            self._call(self.market.functions.getRound(task_id, round_no))
-        )
+        (
+            commit_deadline,
+            reveal_deadline,
+            commit_count,
+            reveal_count,
+            closed,
+            aborted,
+            model_hash,
+            report_hash,
+            payout,
+        ) = self._call(self.market.functions.getRound(task_id, round_no))
         return RoundInfo(
             task_id=task_id, round_no=round_no, commit_deadline=commit_deadline, reveal_deadline=reveal_deadline,
             commit_count=commit_count, reveal_count=reveal_count, closed=closed, aborted=aborted,

@@ -166,7 +166,9 @@ def _encode(tensors: TensorMap, *, kind: str, metadata: Mapping[str, str]) -> by
     payloads: list[bytes] = []
     offset = 0
     for name in sorted(tensors):
-        _require(isinstance(name, str) and bool(name) and name != "__metadata__", f"invalid tensor name {name!r}")
+        _require(
+            isinstance(name, str) and bool(name) and name != "__metadata__", f"invalid tensor name {name!r}"
+        )
         tensor = tensors[name].detach().cpu().contiguous()
         raw = tensor.numpy().astype("<f4", copy=False).tobytes()
         end = offset + len(raw)

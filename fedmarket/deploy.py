@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import cast
 
 from eth_account.signers.local import LocalAccount

@@ -22,7 +22,6 @@ from typing import cast
 import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.types import TxParams
 from web3.exceptions import (
     BadResponseFormat,
     ProviderConnectionError,
@@ -30,6 +29,7 @@ from web3.exceptions import (
     TimeExhausted,
     Web3RPCError,
 )
+from web3.types import TxParams
 
 from fedmarket.abi import REVERT_EXCEPTIONS, RevertDecoder
 from fedmarket.errors import ChainUnavailableError, TransactionFailed
@@ -166,7 +166,9 @@ class TransactionSender:
         try:
             tx = build(params)  # web3 estimates gas here, which surfaces a revert
             if gas is None:
-                tx["gas"] = int((tx.get("gas") or self.w3.eth.estimate_gas(cast(TxParams, tx))) * self._gas_margin)
+                tx["gas"] = int(
+                    (tx.get("gas") or self.w3.eth.estimate_gas(cast(TxParams, tx))) * self._gas_margin
+                )
         except REVERT_EXCEPTIONS as exc:
             raise self.decoder.from_exception(exc) from None
         return tx

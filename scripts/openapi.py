@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-OPENAPI_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
+ROOT = Path(__file__).resolve().parents[1]
+OPENAPI_PATH = ROOT / "docs" / "openapi.json"
 
 
 def render() -> str:
@@ -25,18 +26,18 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Write docs/openapi.json from the coordinator app.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
     args = parser.parse_args(argv)
-    schema = render()
+    schema, name = render(), OPENAPI_PATH.relative_to(ROOT)
     if args.check:
         if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text() != schema:
-            print(f"{OPENAPI_PATH} is stale: run `make openapi` and commit it", file=sys.stderr)
+            print(f"{name} is stale: run `make openapi` and commit it", file=sys.stderr)
             return 1
-        print(f"{OPENAPI_PATH} is up to date")
+        print(f"{name} is up to date")
         return 0
     OPENAPI_PATH.write_text(schema)
-    print(f"wrote {OPENAPI_PATH}")
+    print(f"wrote {name}")
     return 0
 
 

@@ -21,7 +21,10 @@ router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 BlobCid = Annotated[str, Path(description="the blob's CID (CIDv1, raw, sha2-256), in any multibase")]
 
-BLOB_BODY = {**octet_stream("The blob's bytes, at most the store's max_blob_bytes; not empty"), "required": True}
+BLOB_BODY = {
+    **octet_stream("The blob's bytes, at most the store's max_blob_bytes; not empty"),
+    "required": True,
+}
 CACHE_FOREVER = "public, max-age=31536000, immutable"  # a CID names these bytes and no others
 BLOB_HEADERS = {
     "Cache-Control": {"description": CACHE_FOREVER, "schema": {"type": "string"}},

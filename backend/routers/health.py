@@ -38,7 +38,9 @@ def healthz(response: Response, db: DbDep, chain: ChainDep, store: StoreDep) -> 
         checks["store"] = f"error: {exc}"
     healthy = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if healthy else 503
-    return Health(status="ok" if healthy else "degraded", db=checks["db"], chain=checks["chain"], store=checks["store"])
+    return Health(
+        status="ok" if healthy else "degraded", db=checks["db"], chain=checks["chain"], store=checks["store"]
+    )
 
 
 @router.get(
@@ -47,7 +49,7 @@ def healthz(response: Response, db: DbDep, chain: ChainDep, store: StoreDep) -> 
 )  # fmt: skip
 def info(chain: ChainDep) -> CoordinatorInfo:
     return CoordinatorInfo(
-        coordinator=chain.address,
+        coordinator=chain.signer,
         chain_id=chain.deployment.chain_id,
         market=chain.market_address,
         token=chain.token_address,

@@ -38,6 +38,7 @@ from backend.schemas import (
     octet_stream,
 )
 from fedmarket.auth import EXPIRY_HEADER, SIGNATURE_HEADER, recover_signer, validation_upload_message
+from fedmarket.chain import SignedTask
 from fedmarket.errors import ContractRevert, DataMismatchError, ModelBuildError, SpecError
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase
@@ -58,7 +59,9 @@ RoundNo = Annotated[int, Path(ge=0, lt=2**16, description="round number, from 1"
     "", status_code=201, response_model=TaskCreated, responses=error_responses(403, 422, 503),
     summary="Post a task signed by its owner; the coordinator relays it",
 )  # fmt: skip
-def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep, store: StoreDep) -> TaskCreated:
+def create_task(
+    body: CreateTaskRequest, services: ServicesDep, chain: ChainDep, store: StoreDep
+) -> TaskCreated:
     try:
         spec = TaskSpec.model_validate(body.spec)
         build_model(spec)  # shapes and size limits, before anything is written
@@ -72,15 +75,21 @@ def create_task(body: CreateTaskRequest, services: ServicesDep, chain: ChainDep,
             f"0x{spec.spec_hash().hex()}; sign terms with TaskSpec.spec_hash()",
         )  # fmt: skip
     if terms.coordinator != chain.address:
-        raise ApiError(422, "WrongCoordinator", f"terms.coordinator must be this coordinator, {chain.address}")
+        raise ApiError(
+            422, "WrongCoordinator", f"terms.coordinator must be this coordinator, {chain.address}"
+        )
     if chain.chain_time() > body.deadline:
-        raise ApiError(422, "SignatureExpired", f"the owner's signature expired at {body.deadline}; sign again")
+        raise ApiError(
+            422, "SignatureExpired", f"the owner's signature expired at {body.deadline}; sign again"
+        )
     balance = chain.token_balance(body.owner)
     if balance < terms.reward_pool:
         raise ApiError(
-            422, "InsufficientFunds", f"owner {body.owner} holds {balance} tokens, the reward pool needs {terms.reward_pool}"
+            422,
+            "InsufficientFunds",
+            f"owner {body.owner} holds {balance} tokens, the reward pool needs {terms.reward_pool}",
         )
-    signed = dict(terms=terms, owner=body.owner, deadline=body.deadline, owner_signature=body.signature, permit=body.permit.to_permit())
+    signed = SignedTask(terms, body.owner, body.deadline, body.signature, body.permit.to_permit()).as_kwargs()
     try:
         chain.simulate_create_task_for(**signed)
     except ContractRevert as revert:
@@ -115,7 +124,8 @@ async def put_validation_data(
     request: Request,
     services: ServicesDep,
     signature: Annotated[
-        str, Header(alias=SIGNATURE_HEADER, description="the owner's EIP-191 signature of the upload statement")
+        str,
+        Header(alias=SIGNATURE_HEADER, description="the owner's EIP-191 signature of the upload statement"),
     ],
     expiry: Annotated[
         int, Header(alias=EXPIRY_HEADER, description="chain time (unix seconds) the signature expires")
@@ -129,10 +139,14 @@ async def put_validation_data(
         if len(body) > limit:
             raise ApiError(413, "ValidationDataTooLarge", f"validation data is over the {limit}-byte limit")
     # The checks below talk to the chain and the database: off the event loop.
-    return await run_in_threadpool(_store_validation, services, task_id, bytes(body), signature=signature, expiry=expiry)
+    return await run_in_threadpool(
+        _store_validation, services, task_id, bytes(body), signature=signature, expiry=expiry
+    )
 
 
-def _store_validation(services, task_id: int, body: bytes, *, signature: str, expiry: int) -> ValidationStored:
+def _store_validation(
+    services, task_id: int, body: bytes, *, signature: str, expiry: int
+) -> ValidationStored:
     settings, chain, db = services.settings, services.chain, services.db
     with db.session() as session:
         task = session.get(TaskRow, task_id)
@@ -145,7 +159,11 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
     if expiry > now + settings.max_signature_age:
         raise ApiError(401, "ExpiryTooFar", f"expiry may be at most {settings.max_signature_age} s ahead")
     message = validation_upload_message(
-        chain_id=chain.deployment.chain_id, market=chain.market_address, task_id=task_id, body=body, expiry=expiry
+        chain_id=chain.deployment.chain_id,
+        market=chain.market_address,
+        task_id=task_id,
+        body=body,
+        expiry=expiry,
     )
     try:
         signer = recover_signer(message, signature)
@@ -172,7 +190,9 @@ def _store_validation(services, task_id: int, body: bytes, *, signature: str, ex
         try:
             session.flush()
         except IntegrityError:
-            raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again") from None
+            raise ApiError(
+                409, "SignatureReplayed", "this signature was already used; sign the upload again"
+            ) from None
         services.validation.write(task_id, body)
         session.get(TaskRow, task_id).has_validation_data = True
     return ValidationStored(task_id=task_id, samples=samples)
@@ -245,7 +265,9 @@ def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> RoundPublic:
         submissions = session.scalars(
             select(SubmissionRow).where(SubmissionRow.task_id == task_id, SubmissionRow.round == round_no)
         )
-        return from_row(RoundPublic, row, submissions=[SubmissionPublic.model_validate(s) for s in submissions])
+        return from_row(
+            RoundPublic, row, submissions=[SubmissionPublic.model_validate(s) for s in submissions]
+        )
 
 
 # Before the first finalized round there is no root: `round` and `rewards_root` are left out, not null.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from multiformats import CID
-from testkit.coordinator import files_under
 
 from fedmarket.cid import cid_of, digest_of, normalize_cid
+from testkit.coordinator import files_under
 
 
 def assert_refused(response, status: int, error: str) -> None:
@@ -61,7 +61,9 @@ def test_a_blob_over_the_limit_is_refused_whether_or_not_its_length_is_declared(
     assert http.post("/v1/blobs", content=b"x" * 1024).status_code == 201  # exactly the limit is fine
     stored = files_under(coordinator.services.store.root)
 
-    assert_refused(http.post("/v1/blobs", content=b"y" * 1025), 413, "BlobTooLarge")  # Content-Length declared
+    assert_refused(
+        http.post("/v1/blobs", content=b"y" * 1025), 413, "BlobTooLarge"
+    )  # Content-Length declared
 
     def chunks():  # streamed without a length: refused while reading
         for _ in range(4):
@@ -88,7 +90,11 @@ def test_an_invalid_cid_is_refused_on_get_and_head(coordinator_app, cid):
 
 
 def test_a_path_outside_the_store_is_never_served(coordinator_app):
-    for path in ("/v1/blobs/..%2f..%2fcoordinator.db", "/v1/blobs/%2e%2e%2fcoordinator.db", "/v1/blobs/..%5Ccoordinator.db"):
+    for path in (
+        "/v1/blobs/..%2f..%2fcoordinator.db",
+        "/v1/blobs/%2e%2e%2fcoordinator.db",
+        "/v1/blobs/..%5Ccoordinator.db",
+    ):
         response = coordinator_app.http.get(path)
         assert response.status_code in (400, 404), path
         assert b"SQLite" not in response.content

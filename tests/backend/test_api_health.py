@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from testkit.coordinator import digits_spec, task_terms
-from testkit.market import MarketEnv, coordinator_settings
 from web3 import Web3
 
 from backend.app import create_app
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import deploy_market
 from fedmarket.devnet import Anvil
+from testkit.coordinator import digits_spec, task_terms
+from testkit.market import MarketEnv, coordinator_settings
 
 
 def test_healthz_reports_every_dependency_ok(coordinator_app):
@@ -39,14 +39,21 @@ def test_healthz_is_503_while_the_chain_is_unreachable(artifacts, deployer, coor
     # A chain of its own, to stop under the running coordinator, with one task on it.
     with Anvil() as node:
         deployment = deploy_market(
-            Web3(Web3.HTTPProvider(node.url)), deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"]
+            Web3(Web3.HTTPProvider(node.url)),
+            deployer,
+            token=artifacts["FMToken"],
+            market=artifacts["TaskMarket"],
         )
         deployment_file = tmp_path / "deployments" / "local.json"
         deployment.write(deployment_file)
         terms = task_terms(digits_spec(), coordinator.address)
-        task_id = MarketClient.connect(node.url, deployment, private_key=deployer.key).create_task(terms).task_id
+        task_id = (
+            MarketClient.connect(node.url, deployment, private_key=deployer.key).create_task(terms).task_id
+        )
         settings = coordinator_settings(
-            MarketEnv(deployment, deployment_file, node.url), tmp_path / "coordinator", run_orchestrators=False
+            MarketEnv(deployment, deployment_file, node.url),
+            tmp_path / "coordinator",
+            run_orchestrators=False,
         )
         with TestClient(create_app(settings)) as http:
             assert http.get("/healthz").status_code == 200

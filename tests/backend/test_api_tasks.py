@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from testkit.coordinator import digits_spec, files_under, task_terms
 
 from backend.db import ChainEventRow, TaskRow, UsedSignatureRow
 from fedmarket.auth import SIGNATURE_HEADER, sign_validation_upload
@@ -23,6 +22,7 @@ from fedmarket.cid import cid_of
 from fedmarket.client import task_request_body
 from fedmarket.devnet import dev_account
 from fedmarket.protocol import TaskTerms
+from testkit.coordinator import digits_spec, files_under, task_terms
 
 POOR_ACCOUNT_INDEX = 40  # a dev account with ETH but no tokens
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -70,7 +70,9 @@ def create_body(coordinator, spec, terms: TaskTerms, *, signer, owner=None, dead
     """The JSON of POST /v1/tasks, signed by `signer` for `owner` (default: the signer)."""
     market = coordinator.market.with_account(signer)
     deadline = deadline if deadline is not None else market.chain_time() + 600
-    signature = market.sign_task_terms(terms, deadline=deadline, nonce=market.nonce_of(owner or signer.address))
+    signature = market.sign_task_terms(
+        terms, deadline=deadline, nonce=market.nonce_of(owner or signer.address)
+    )
     permit = market.sign_permit(terms.reward_pool, deadline=deadline)
     return task_request_body(spec, SignedTask(terms, owner or signer.address, deadline, signature, permit))
 
@@ -95,7 +97,9 @@ def upload_headers(coordinator, task_id: int, body: bytes, *, signer, expires_in
 def test_posted_task_is_on_chain_in_the_store_and_listed(coordinator_app, owner, digits):
     spec = digits_spec()
     terms = task_terms(spec, coordinator_app.address, rounds=2)
-    posted = coordinator_app.api.post_task(spec=spec, terms=terms, owner_key=owner.key, market=coordinator_app.market)
+    posted = coordinator_app.api.post_task(
+        spec=spec, terms=terms, owner_key=owner.key, market=coordinator_app.market
+    )
 
     info = coordinator_app.market.task(posted["task_id"])
     assert (info.owner, info.terms, info.pool) == (owner.address, terms, terms.reward_pool)
@@ -118,7 +122,9 @@ def test_posted_task_is_on_chain_in_the_store_and_listed(coordinator_app, owner,
 def test_docs_and_openapi_are_served(coordinator_app):
     assert coordinator_app.http.get("/docs").status_code == 200
     schema = coordinator_app.http.get("/openapi.json").json()
-    assert {"/v1/tasks", "/v1/tasks/{task_id}/validation-data", "/v1/blobs", "/healthz"} <= set(schema["paths"])
+    assert {"/v1/tasks", "/v1/tasks/{task_id}/validation-data", "/v1/blobs", "/healthz"} <= set(
+        schema["paths"]
+    )
 
 
 # ---------------------------------------------------------------------- posting: refusals
@@ -178,7 +184,13 @@ def test_a_body_that_is_not_json_is_refused(coordinator_app):
 def _invalid_spec(coordinator, owner, outsider):
     spec = digits_spec()
     body = create_body(coordinator, spec, task_terms(spec, coordinator.address), signer=owner)
-    body["spec"] = {"name": "no layers", "input_shape": [64], "num_classes": 10, "layers": [], "norm_bound": 1.0}
+    body["spec"] = {
+        "name": "no layers",
+        "input_shape": [64],
+        "num_classes": 10,
+        "layers": [],
+        "norm_bound": 1.0,
+    }
     return body
 
 
@@ -208,7 +220,9 @@ def _expired_deadline(coordinator, owner, outsider):
 
 def _signed_by_another_key(coordinator, owner, outsider):
     spec = digits_spec()
-    return create_body(coordinator, spec, task_terms(spec, coordinator.address), signer=outsider, owner=owner.address)
+    return create_body(
+        coordinator, spec, task_terms(spec, coordinator.address), signer=outsider, owner=owner.address
+    )
 
 
 def _term_altered_after_signing(coordinator, owner, outsider):
@@ -220,7 +234,9 @@ def _term_altered_after_signing(coordinator, owner, outsider):
 
 def _owner_without_tokens(coordinator, owner, outsider):
     spec = digits_spec()
-    return create_body(coordinator, spec, task_terms(spec, coordinator.address), signer=dev_account(POOR_ACCOUNT_INDEX))
+    return create_body(
+        coordinator, spec, task_terms(spec, coordinator.address), signer=dev_account(POOR_ACCOUNT_INDEX)
+    )
 
 
 def _permit_for_less_than_the_pool(coordinator, owner, outsider):
@@ -291,12 +307,16 @@ class WritesAFileWhenUnpickled:
         return (open, (self.path, "w"))
 
 
-def test_validation_upload_is_stored_privately_and_marked_on_the_task(coordinator_app, post_task, owner, digits):
+def test_validation_upload_is_stored_privately_and_marked_on_the_task(
+    coordinator_app, post_task, owner, digits
+):
     task = post_task(coordinator_app, validation=False)
     body = npz(X=digits.validation.X, y=digits.validation.y)
     headers = upload_headers(coordinator_app, task.task_id, body, signer=owner)
 
-    response = coordinator_app.http.put(f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers)
+    response = coordinator_app.http.put(
+        f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"task_id": task.task_id, "samples": len(digits.validation)}
 
@@ -381,13 +401,17 @@ def test_bad_validation_uploads_are_refused_and_nothing_is_written(
     task = post_task(coordinator_app, validation=False)
     body, headers = make_request(coordinator_app, task.task_id, owner, outsider, digits, tmp_path)
     before = written(coordinator_app)
-    response = coordinator_app.http.put(f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers)
+    response = coordinator_app.http.put(
+        f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers
+    )
     assert_refused(response, status, error)
     assert written(coordinator_app) == before
     assert before.private_files == ()
 
 
-def test_a_pickled_object_array_is_refused_without_being_unpickled(coordinator_app, post_task, owner, digits, tmp_path):
+def test_a_pickled_object_array_is_refused_without_being_unpickled(
+    coordinator_app, post_task, owner, digits, tmp_path
+):
     task = post_task(coordinator_app, validation=False)
     marker = tmp_path / "unpickled"
     X = np.empty(len(digits.validation), dtype=object)
@@ -396,7 +420,9 @@ def test_a_pickled_object_array_is_refused_without_being_unpickled(coordinator_a
     headers = upload_headers(coordinator_app, task.task_id, body, signer=owner)
     before = written(coordinator_app)
 
-    response = coordinator_app.http.put(f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers)
+    response = coordinator_app.http.put(
+        f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers
+    )
     assert_refused(response, 422, "InvalidValidationData")
     assert not marker.exists()
     assert written(coordinator_app) == before
@@ -406,7 +432,11 @@ def test_validation_upload_for_an_unknown_task_is_refused(coordinator_app, owner
     body = npz(X=digits.validation.X, y=digits.validation.y)
     headers = upload_headers(coordinator_app, 99, body, signer=owner)
     before = written(coordinator_app)
-    assert_refused(coordinator_app.http.put("/v1/tasks/99/validation-data", content=body, headers=headers), 404, "TaskNotFound")
+    assert_refused(
+        coordinator_app.http.put("/v1/tasks/99/validation-data", content=body, headers=headers),
+        404,
+        "TaskNotFound",
+    )
     assert written(coordinator_app) == before
 
 
@@ -416,7 +446,9 @@ def test_validation_upload_over_the_size_limit_is_refused(start_coordinator, pos
     body = npz(X=digits.validation.X, y=digits.validation.y)
     headers = upload_headers(coordinator, task.task_id, body, signer=owner)
     before = written(coordinator)
-    response = coordinator.http.put(f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers)
+    response = coordinator.http.put(
+        f"/v1/tasks/{task.task_id}/validation-data", content=body, headers=headers
+    )
     assert_refused(response, 413, "ValidationDataTooLarge")
     assert written(coordinator) == before
 
@@ -448,14 +480,18 @@ def test_a_validation_signature_is_accepted_once(coordinator_app, post_task, own
     first_headers = upload_headers(coordinator_app, task.task_id, first, signer=owner)
     url = f"/v1/tasks/{task.task_id}/validation-data"
     assert coordinator_app.http.put(url, content=first, headers=first_headers).status_code == 200
-    assert_refused(coordinator_app.http.put(url, content=first, headers=replay(first_headers)), 409, "SignatureReplayed")
+    assert_refused(
+        coordinator_app.http.put(url, content=first, headers=replay(first_headers)), 409, "SignatureReplayed"
+    )
     # The owner replaces the split; whoever saw the first upload must not be able to put it back.
     second = npz(X=digits.validation.X[:100], y=digits.validation.y[:100])
     second_headers = upload_headers(coordinator_app, task.task_id, second, signer=owner)
     assert coordinator_app.http.put(url, content=second, headers=second_headers).status_code == 200
     before = written(coordinator_app)
 
-    assert_refused(coordinator_app.http.put(url, content=first, headers=replay(first_headers)), 409, "SignatureReplayed")
+    assert_refused(
+        coordinator_app.http.put(url, content=first, headers=replay(first_headers)), 409, "SignatureReplayed"
+    )
     assert written(coordinator_app) == before
     path = coordinator_app.services.validation.path(task.task_id)
     assert path.read_bytes() == second
@@ -470,7 +506,9 @@ def test_concurrent_uploads_of_one_signature_store_it_once(coordinator_app, post
     headers = upload_headers(coordinator_app, task.task_id, body, signer=owner)
     url = f"/v1/tasks/{task.task_id}/validation-data"
     with ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(lambda _: coordinator_app.http.put(url, content=body, headers=headers), range(4)))
+        responses = list(
+            pool.map(lambda _: coordinator_app.http.put(url, content=body, headers=headers), range(4))
+        )
     assert sorted(r.status_code for r in responses) == [200, 409, 409, 409]
     assert all(r.json()["error"] == "SignatureReplayed" for r in responses if r.status_code == 409)
 
@@ -504,7 +542,9 @@ def test_malformed_ids_and_addresses_are_refused(coordinator_app, posted_task):
         response = coordinator_app.http.get(f"/v1/tasks/{posted_task.task_id}/rewards/{address}")
         assert_refused(response, 422, "InvalidAddress")
     before = written(coordinator_app)
-    assert_refused(coordinator_app.http.put(f"/v1/tasks/{2**64}/validation-data", content=b"x"), 422, "InvalidRequest")
+    assert_refused(
+        coordinator_app.http.put(f"/v1/tasks/{2**64}/validation-data", content=b"x"), 422, "InvalidRequest"
+    )
     assert written(coordinator_app) == before
 
 
