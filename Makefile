@@ -10,6 +10,8 @@ export PATH := $(ANVIL_DIR):$(CURDIR)/$(VENV)/bin:$(PATH)
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 SETUP_STAMP := $(VENV)/.setup-stamp
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
@@ -27,6 +29,12 @@ help:
 
 setup: $(SETUP_STAMP)
 
+# Debian's chromium for the browser tests (Playwright drives it; its own browser download cannot
+# work offline). Installed once, as root or through sudo; the package lists are fetched if stale.
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 # Rebuilt when the dependency lists change. torch goes first and pinned: an unpinned torch
 # would pull a multi-GB CUDA build.
 $(SETUP_STAMP): pyproject.toml package.json package-lock.json
@@ -41,7 +49,7 @@ $(SETUP_STAMP): pyproject.toml package.json package-lock.json
 compile: setup
 	$(VENV)/bin/ape compile
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 LINT_PATHS := fedmarket backend trainer scripts bench tests

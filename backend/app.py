@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from backend.errors import install_error_handlers
 from backend.routers import ROUTERS
+from backend.routers.docs import install_offline_docs
 from backend.services import Services, Supervisor
 from backend.settings import Settings
 
@@ -44,8 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Posts federated-learning tasks on-chain, serves content-addressed blobs, runs and settles rounds.",
         lifespan=lifespan,
+        docs_url=None,  # served with local assets by install_offline_docs
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_offline_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
