@@ -25,6 +25,7 @@ CHAIN_ID = 31337
 # Anvil's (and Hardhat's) public development mnemonic: these keys guard nothing but devnet ETH.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_ACCOUNTS = 64
+DEVNET_BLOCK_TIME = 1.0  # the devnet's clock ticks without traffic: phase deadlines pass by themselves
 
 Account.enable_unaudited_hdwallet_features()
 
@@ -58,7 +59,10 @@ def dev_accounts(count: int) -> list[LocalAccount]:
 class Anvil:
     """An Anvil process on a free local port; a context manager that always stops it.
 
-    `block_time=None` mines a block per transaction (instant, what tests want).
+    Every transaction is mined at once. `block_time=None` mines nothing else, so the chain's clock
+    stands still between transactions (what deterministic tests want); with `block_time`, Anvil
+    also mines an empty block every `block_time` seconds (`--mixed-mining`), so deadlines pass on
+    chain without anybody's traffic, as on a real chain (what the demo and `make devnet` use).
     """
 
     def __init__(
@@ -87,7 +91,7 @@ class Anvil:
             "--balance", "10000",
         ]  # fmt: skip
         if self._block_time:
-            command += ["--block-time", str(self._block_time)]
+            command += ["--block-time", str(self._block_time), "--mixed-mining"]
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -132,12 +136,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8545)
     parser.add_argument("--accounts", type=int, default=DEFAULT_ACCOUNTS)
     parser.add_argument(
-        "--block-time", type=float, default=None, help="seconds per block (default: per transaction)"
+        "--block-time",
+        type=float,
+        default=DEVNET_BLOCK_TIME,
+        help="seconds between blocks when there is no traffic (0: a block per transaction only)",
     )
     args = parser.parse_args()
     with Anvil(port=args.port, accounts=args.accounts, block_time=args.block_time) as node:
         print(
-            f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; Ctrl-C stops it"
+            f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; "
+            + (f"a block every {args.block_time:g} s without traffic; " if args.block_time else "")
+            + "Ctrl-C stops it"
         )
         try:
             signal.pause()

@@ -35,7 +35,7 @@ from fedmarket.client import CoordinatorClient  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
-from fedmarket.devnet import Anvil, dev_account, free_port  # noqa: E402
+from fedmarket.devnet import DEVNET_BLOCK_TIME, Anvil, dev_account, free_port  # noqa: E402
 from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy  # noqa: E402
@@ -96,7 +96,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
             + (f", attacker {args.attacker}" if args.attacker else "")
         )
-        anvil = stack.enter_context(Anvil(log_path=workdir / "anvil.log"))
+        anvil = stack.enter_context(Anvil(block_time=DEVNET_BLOCK_TIME, log_path=workdir / "anvil.log"))
         stack.callback(processes.stop)  # runs before Anvil stops: nothing logs a lost chain
         from web3 import Web3
 
