@@ -40,6 +40,10 @@ class RewardsTree:
         self._tree = tree
         self._index = {leaf: size - 1 - i for i, leaf in enumerate(leaves)}
 
+    def __eq__(self, other: object) -> bool:
+        """Trees over the same earnings are the same tree (the layout is deterministic)."""
+        return isinstance(other, RewardsTree) and other.earnings == self.earnings
+
     @property
     def root(self) -> bytes:
         return self._tree[0] if self._tree else bytes(32)

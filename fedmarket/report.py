@@ -31,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -130,6 +131,7 @@ class RoundReport(_Artifact):
     )
     rewards_root: HexDigest = Field(description="root of the Merkle tree over `cumulative` (rewardsRoot)")
     timings: dict[str, float] = Field(description="seconds the coordinator spent per step (informational)")
+    _tree: RewardsTree = PrivateAttr()  # built once, by the check below
 
     @model_validator(mode="after")
     def _consistent(self) -> RoundReport:
@@ -139,7 +141,8 @@ class RoundReport(_Artifact):
             raise ValueError(f"payout {self.payout} is not the sum of the submissions' payouts ({paid})")
         if self.payout > self.budget:
             raise ValueError(f"payout {self.payout} exceeds the budget {self.budget}")
-        root = RewardsTree(self.cumulative).root.hex()
+        self._tree = RewardsTree(self.cumulative)
+        root = self._tree.root.hex()
         if root != self.rewards_root:
             raise ValueError(f"rewards_root {self.rewards_root} is not the root of `cumulative` ({root})")
         return self
@@ -154,7 +157,7 @@ class RoundReport(_Artifact):
 
     def rewards_tree(self) -> RewardsTree:
         """The cumulative-rewards tree this report implies; its root is the on-chain rewardsRoot."""
-        return RewardsTree(self.cumulative)
+        return self._tree
 
     def submission(self, trainer: str) -> SubmissionReport | None:
         """The verdict on `trainer`'s update, or None when it did not commit this round."""
