@@ -12,14 +12,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedmarket.contracts import compile_contracts
-from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market, fund_accounts
+from fedmarket.deploy import Deployment
 from fedmarket.devnet import Anvil, dev_accounts
 from fedmarket.transactions import TransactionSender
-from testkit.market import MarketEnv
+from testkit.market import MarketEnv, deploy_funded_market, market_env
 
 TRAINER_COUNT = 10
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
-FUNDED_TOKENS = 100_000 * ONE_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +69,8 @@ def trainers(accounts) -> list[LocalAccount]:
 
 @pytest.fixture(scope="session")
 def deployment(w3, artifacts, deployer, owner, outsider, trainers) -> Deployment:
-    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
     recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
-    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
-    return deployed
+    return deploy_funded_market(w3, artifacts=artifacts, deployer=deployer, recipients=recipients)
 
 
 @pytest.fixture
@@ -129,14 +126,7 @@ def market_chain(chain, deployment) -> Chain:
 def fresh_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path) -> MarketEnv:
     """A new token + market on the session Anvil, for tests whose services index the chain
     (snapshots would pull blocks from under an indexer)."""
-    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
-    fund_accounts(
-        w3,
-        deployed,
-        deployer,
-        [owner.address, outsider.address, *(t.address for t in trainers)],
-        tokens=FUNDED_TOKENS,
+    recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
+    return market_env(
+        anvil.url, tmp_path / "deployments", artifacts=artifacts, deployer=deployer, recipients=recipients
     )
-    path = tmp_path / "deployments" / "local.json"
-    deployed.write(path)
-    return MarketEnv(deployed, path, anvil.url)

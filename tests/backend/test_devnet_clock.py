@@ -12,26 +12,22 @@ import pytest
 from web3 import Web3
 
 from backend.orchestrator import StepAction
-from fedmarket.deploy import deploy_market, fund_accounts
 from fedmarket.devnet import Anvil
 from fedmarket.report import RejectionReason
-from testkit.market import MarketEnv
+from testkit.coordinator import send_updates
+from testkit.market import MarketEnv, market_env
 
 BLOCK_TIME = 1.0
-FUNDED_TOKENS = 100_000 * 10**18
 
 
 @pytest.fixture
 def fresh_market(artifacts, deployer, owner, outsider, trainers, tmp_path) -> Iterator[MarketEnv]:
     """Overrides the conftest's market: this one lives on an Anvil of its own with a block time."""
+    recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
     with Anvil(block_time=BLOCK_TIME) as node:
-        w3 = Web3(Web3.HTTPProvider(node.url))
-        deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
-        recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
-        fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
-        path = tmp_path / "deployments" / "local.json"
-        deployed.write(path)
-        yield MarketEnv(deployed, path, node.url)
+        yield market_env(
+            node.url, tmp_path / "deployments", artifacts=artifacts, deployer=deployer, recipients=recipients
+        )
 
 
 def test_the_chain_clock_ticks_without_traffic(fresh_market):
@@ -51,12 +47,7 @@ def test_a_round_with_a_silent_committer_settles_with_no_other_traffic(
     for trainer in (*honest, silent):
         trainer.join(task.task_id)
     assert coordinator_app.step(task.task_id).action == StepAction.STARTED
-    for trainer in (*honest, silent):
-        trainer.prepare(task.task_id, task.spec)
-        trainer.commit(task.task_id)
-    for trainer in honest:
-        trainer.upload()
-        trainer.reveal(task.task_id)
+    send_updates(task, [*honest, silent])
 
     # Nobody sends anything now: only the devnet's own blocks can carry the clock past the deadline.
     market = coordinator_app.market

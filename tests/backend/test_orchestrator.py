@@ -17,7 +17,15 @@ from fedmarket.errors import ContractRevert
 from fedmarket.models import build_model
 from fedmarket.protocol import BPS, RoundPhase, TaskStatus
 from fedmarket.report import RoundReport, SubmissionReport
-from testkit.coordinator import MIN_STAKE, SLASH_BPS, advance_chain, digits_spec, play_round, task_terms
+from testkit.coordinator import (
+    MIN_STAKE,
+    SLASH_BPS,
+    advance_chain,
+    digits_spec,
+    play_round,
+    send_updates,
+    task_terms,
+)
 
 SLASHED = MIN_STAKE * SLASH_BPS // BPS
 
@@ -167,12 +175,7 @@ def test_a_garbage_update_is_rejected_as_invalid_and_its_trainer_slashed_and_out
     with pytest.raises(ContractRevert) as refused:
         garbage.commit(task.task_id)
     assert refused.value.name == "TaskMarketNotJoined"
-    for trainer in honest:
-        trainer.prepare(task.task_id, task.spec)
-        trainer.commit(task.task_id)
-    for trainer in honest:
-        trainer.upload()
-        trainer.reveal(task.task_id)
+    send_updates(task, honest)
     assert coordinator_app.step(task.task_id).action == "finalized"
     assert {item.trainer for item in report_of(coordinator_app, task.task_id, 2).submissions} == {
         t.address for t in honest
@@ -211,11 +214,7 @@ def test_a_round_that_misses_its_quorum_is_aborted_and_the_silent_committer_slas
         trainer.join(task.task_id)
 
     assert coordinator_app.step(task.task_id).action == "started"
-    for trainer in (revealer, silent):
-        trainer.prepare(task.task_id, task.spec)
-        trainer.commit(task.task_id)
-    revealer.upload()
-    revealer.reveal(task.task_id)
+    send_updates(task, [revealer, silent])
     assert coordinator_app.step(task.task_id).action == "waiting"  # the reveal phase is still open
     round_info = coordinator_app.market.round(task.task_id, 1)
     advance_chain(w3, round_info.reveal_deadline - coordinator_app.market.chain_time() + 1)
@@ -449,12 +448,7 @@ def test_a_settlement_is_recorded_before_it_is_sent_and_resent_unchanged_after_a
     for trainer in trainers:
         trainer.join(task.task_id)
     assert first.step(task.task_id).action == "started"
-    for trainer in trainers:
-        trainer.prepare(task.task_id, task.spec)
-        trainer.commit(task.task_id)
-    for trainer in trainers:
-        trainer.upload()
-        trainer.reveal(task.task_id)
+    send_updates(task, trainers)
 
     # The market is paused under the coordinator: its finalizeRound fails after it decided.
     admin = first.market.with_account(deployer)

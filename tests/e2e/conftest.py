@@ -6,36 +6,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fedmarket.deploy import Deployment, deploy_market, fund_accounts
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy
-from testkit.market import REPO_ROOT
-
-FUNDED_TOKENS = 100_000 * 10**18
-
-
-@dataclass
-class E2EMarket:
-    """A market deployed for this module, and where its deployments file lies."""
-
-    deployment: Deployment
-    deployment_file: Path
-    rpc_url: str
+from testkit.market import REPO_ROOT, MarketEnv, market_env
 
 
 @pytest.fixture(scope="module")
-def e2e_market(w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path_factory) -> E2EMarket:
+def e2e_market(anvil, artifacts, deployer, owner, outsider, trainers, tmp_path_factory) -> MarketEnv:
     """Like `fresh_market`, once per module: the coordinator indexes it from its first block."""
-    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
     recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
-    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
-    path = tmp_path_factory.mktemp("e2e-market") / "local.json"
-    deployed.write(path)
-    return E2EMarket(deployed, path, anvil.url)
+    directory = tmp_path_factory.mktemp("e2e-market")
+    return market_env(anvil.url, directory, artifacts=artifacts, deployer=deployer, recipients=recipients)
 
 
 @pytest.fixture(scope="module")

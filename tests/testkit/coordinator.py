@@ -255,6 +255,17 @@ class ScriptedTrainer:
             self._timed("chain", self.chain.reveal, task_id, self.update_hash, self.prepared.salt)
 
 
+def send_updates(task: PostedTask, trainers: list[ScriptedTrainer]) -> None:
+    """The trainers' part of a started round: all prepare and commit, then all upload and reveal
+    (each as its mode says: a `no_reveal` trainer commits and stays silent)."""
+    for trainer in trainers:
+        trainer.prepare(task.task_id, task.spec)
+        trainer.commit(task.task_id)
+    for trainer in trainers:
+        trainer.upload()
+        trainer.reveal(task.task_id)
+
+
 def play_round(
     coordinator: Coordinator,
     task: PostedTask,
@@ -271,12 +282,7 @@ def play_round(
     started = coordinator.step(task.task_id)
     step_seconds["start"] = time.perf_counter() - clock
     assert started.action == StepAction.STARTED, started
-    for trainer in trainers:
-        trainer.prepare(task.task_id, task.spec)
-        trainer.commit(task.task_id)
-    for trainer in trainers:
-        trainer.upload()
-        trainer.reveal(task.task_id)
+    send_updates(task, trainers)
     market = coordinator.market
     if market.phase(task.task_id) != RoundPhase.SETTLING:
         round_info = market.round(task.task_id)

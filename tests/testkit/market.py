@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
 from backend.settings import Settings
-from fedmarket.deploy import Deployment
+from fedmarket.contracts import Artifact
+from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market, fund_accounts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNDED_TOKENS = 100_000 * ONE_TOKEN  # what every role account holds on a test market
 
 
 @dataclass
@@ -19,6 +25,32 @@ class MarketEnv:
     deployment: Deployment
     deployment_file: Path
     rpc_url: str
+
+
+def deploy_funded_market(
+    w3: Web3, *, artifacts: dict[str, Artifact], deployer: LocalAccount, recipients: Sequence[str]
+) -> Deployment:
+    """A new FMToken + TaskMarket on `w3`, each recipient given FUNDED_TOKENS."""
+    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
+    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
+    return deployed
+
+
+def market_env(
+    rpc_url: str,
+    directory: Path,
+    *,
+    artifacts: dict[str, Artifact],
+    deployer: LocalAccount,
+    recipients: Sequence[str],
+) -> MarketEnv:
+    """:func:`deploy_funded_market` on the node at `rpc_url`, written to `directory`/local.json."""
+    deployed = deploy_funded_market(
+        Web3(Web3.HTTPProvider(rpc_url)), artifacts=artifacts, deployer=deployer, recipients=recipients
+    )
+    path = directory / "local.json"
+    deployed.write(path)
+    return MarketEnv(deployed, path, rpc_url)
 
 
 def coordinator_settings(env: MarketEnv, data_dir: Path, **overrides) -> Settings:

@@ -23,13 +23,12 @@ from backend.app import create_app
 from backend.settings import Settings
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient, CoordinatorError
-from fedmarket.deploy import Deployment, deploy_market, fund_accounts
+from fedmarket.deploy import ONE_TOKEN, Deployment
 from fedmarket.protocol import TaskTerms
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import HttpStore
+from testkit.market import deploy_funded_market
 
-ONE_TOKEN = 10**18
-FUNDED_TOKENS = 100_000 * ONE_TOKEN
 SMALL_SPEC = mlp_spec(name="small", input_dim=8, num_classes=3, hidden=(6,))
 
 
@@ -58,9 +57,8 @@ class TrainerServices:
 def trainer_services(
     w3, anvil, artifacts, deployer, owner, outsider, trainers, tmp_path_factory
 ) -> Iterator[TrainerServices]:
-    deployed = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
     recipients = [owner.address, outsider.address, *(t.address for t in trainers)]
-    fund_accounts(w3, deployed, deployer, recipients, tokens=FUNDED_TOKENS)
+    deployed = deploy_funded_market(w3, artifacts=artifacts, deployer=deployer, recipients=recipients)
     root = tmp_path_factory.mktemp("trainer-services")
     deployment_file = root / "deployments" / "local.json"
     deployed.write(deployment_file)
