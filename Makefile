@@ -31,9 +31,11 @@ setup: $(SETUP_STAMP)
 
 # Debian's chromium for the browser tests (Playwright drives it; its own browser download cannot
 # work offline). Installed once, as root or through sudo; the package lists are fetched if stale.
+# The downloaded .deb files are dropped afterwards (apt-get clean): CI disks can be nearly full.
 $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 		|| ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	$(SUDO) apt-get clean
 
 # Rebuilt when the dependency lists change. torch goes first and pinned: an unpinned torch
 # would pull a multi-GB CUDA build.

@@ -4,6 +4,8 @@ tests never see each other's transactions."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +20,24 @@ from fedmarket.transactions import TransactionSender
 from testkit.market import MarketEnv, deploy_funded_market, market_env
 
 TRAINER_COUNT = 10
+MIN_FREE_DISK = 256 * 2**20  # the suite's temporary files (deployments, stores, databases, logs) need ~100 MiB
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
+
+
+def pytest_report_header(config) -> str:
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return f"free disk under {tempfile.gettempdir()}: {free / 2**20:,.0f} MiB"
+
+
+def pytest_sessionstart(session) -> None:
+    """A full disk fails every test that writes a file, with errors far from the cause: say it once."""
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < MIN_FREE_DISK:
+        pytest.exit(
+            f"only {free / 2**20:.0f} MiB free under {tempfile.gettempdir()}; the tests need "
+            f"{MIN_FREE_DISK / 2**20:.0f} MiB (free some disk space, then run make test again)",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")
