@@ -62,7 +62,7 @@ class NodeSummary:
     stake_returned: int = 0
     gas_used: int = 0
     epsilon: float | None = None
-    ejected: bool = False  # rejected (slashed) and removed from the task by the coordinator
+    ejected: bool = False  # rejected by the validators' consensus (slashed) and removed from the task
 
 
 class StateDir:
@@ -274,23 +274,11 @@ class TrainerNode:
             self._emit("stake_withdrawn", {"amount": trainer.stake})
 
     def claim(self) -> int:
-        rewards = self._rewards_when_indexed()
-        cumulative = int(rewards["cumulative"])
-        claimed = self.chain.claimed(self.task_id, self.address)
-        if cumulative <= claimed:
+        """Claims what the contract credited this account in the task (as trainer and validator)."""
+        amount = self.chain.claimable(self.task_id, self.address)
+        if amount == 0:
             return 0
-        proof = [bytes.fromhex(p[2:]) for p in rewards["proof"]]
-        self._track(self.chain.claim(self.task_id, cumulative, proof))
-        self.summary.claimed += cumulative - claimed
-        self._emit("claimed", {"amount": cumulative - claimed})
-        return cumulative - claimed
-
-    def _rewards_when_indexed(self, timeout: float = 30.0) -> dict:
-        """The coordinator's proof for the current on-chain root (waits for its indexer)."""
-        root = "0x" + self.chain.task(self.task_id).rewards_root.hex()
-        deadline = time.monotonic() + timeout
-        while True:
-            rewards = self.coordinator.rewards(self.task_id, self.address)
-            if rewards.get("rewards_root", "0x" + "00" * 32) == root or time.monotonic() > deadline:
-                return rewards
-            time.sleep(self.poll_interval)
+        self._track(self.chain.claim(self.task_id))
+        self.summary.claimed += amount
+        self._emit("claimed", {"amount": amount})
+        return amount

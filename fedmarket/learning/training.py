@@ -11,6 +11,8 @@ the same machine, and the caller's global random state is left as it was.
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import warnings
 from collections.abc import Callable
@@ -39,6 +41,19 @@ class LocalData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def canonical_hash(self) -> bytes:
+        """sha256 of the samples in one fixed layout, whatever file they came from: what a
+        validator commits to at join (`dataHash`), so its split can never change unseen.
+        Layout: b"fedmarket-data-v1", the shape of X as little-endian uint64s, X as little-endian
+        float32, y as little-endian int64, all C order."""
+        features = np.ascontiguousarray(self.X, dtype="<f4")
+        labels = np.ascontiguousarray(self.y, dtype="<i8")
+        digest = hashlib.sha256(b"fedmarket-data-v1")
+        digest.update(np.asarray([features.ndim, *features.shape], dtype="<u8").tobytes())
+        digest.update(features.tobytes())
+        digest.update(labels.tobytes())
+        return digest.digest()
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``X`` as float32 and ``y`` as int64 tensors (sharing memory where the dtypes already fit)."""

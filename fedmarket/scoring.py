@@ -1,0 +1,161 @@
+"""A validator's scoring rule: one score-vector entry per revealed update, on the validator's own data.
+
+Pure: from the task spec, the round, the global model, the revealed updates (with their blobs,
+or None when a blob could not be fetched) and a loss function over the validator's data, to
+entries. Anyone holding the same data computes the same vector, and the contract turns the
+validators' vectors into the round's consensus (:mod:`fedmarket.consensus`). Other rules plug in
+with the same signature (:data:`ScoringRule`).
+
+The default rule, leave-one-out (LOO): an update's value is the validation loss of the round's
+aggregate without it minus the loss with it (positive: it helped). Entries:
+- a score: the value in units of :data:`SCORE_UNIT` loss, rounded to an integer;
+- ``UNAVAILABLE``: the blob could not be fetched or did not match its revealed hash;
+- ``INVALID``: it does not decode for the model, was made for another task/round/trainer,
+  exceeds the spec's norm bound, or copies an earlier revealer's update;
+- ``HARMFUL``: its value is below the spec's ``scoring.harm_threshold``. Harmful updates are left
+  out and the others scored again without them, so one bad update does not inflate the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from eth_utils import to_checksum_address
+from torch import Tensor
+
+from fedmarket.aggregation import Delta, aggregate
+from fedmarket.codec import apply_delta, decode_update, update_norm
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
+from fedmarket.errors import CodecError
+from fedmarket.report import RejectionReason
+from fedmarket.spec import AggregationSettings, TaskSpec
+
+SCORE_UNIT = 1e-9  # a score of 1 is a validation-loss improvement of 1e-9
+
+LossFn = Callable[[Mapping[str, Tensor]], float]
+
+
+@dataclass(frozen=True)
+class Revealed:
+    """A revealed update as a validator sees it: `data` is the verified blob, None if unavailable."""
+
+    trainer: str
+    update_hash: bytes
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class ScoredUpdate:
+    """One entry of a validator's vector, with the reason behind a flag."""
+
+    trainer: str
+    entry: int  # a score, or UNAVAILABLE / INVALID / HARMFUL
+    reason: RejectionReason | None = None
+    detail: str | None = None
+    value: float | None = None  # LOO value in loss units, for scored and harmful updates
+    num_samples: int = 0
+    norm: float | None = None
+
+
+ScoringRule = Callable[..., dict[str, ScoredUpdate]]
+
+
+def leave_one_out_values(
+    deltas: Sequence[Delta], num_samples: Sequence[int], *, settings: AggregationSettings, loss_of: LossFn
+) -> list[float]:
+    """``loss_of(aggregate without it) - loss_of(aggregate of all)`` per update; with a single
+    update, "without" is the model unchanged. Calls ``loss_of`` ``n + 1`` times."""
+    if not deltas:
+        return []
+    full = aggregate(deltas, num_samples, settings).delta
+    full_loss = float(loss_of(full))
+    if len(deltas) == 1:
+        return [float(loss_of({key: torch.zeros_like(t) for key, t in full.items()})) - full_loss]
+    values = []
+    for left_out in range(len(deltas)):
+        others = [delta for i, delta in enumerate(deltas) if i != left_out]
+        counts = [count for i, count in enumerate(num_samples) if i != left_out]
+        values.append(float(loss_of(aggregate(others, counts, settings).delta)) - full_loss)
+    return values
+
+
+def to_entry(value: float) -> int:
+    """A value in loss units as a score entry, clipped to the contract's range."""
+    return max(-MAX_SCORE, min(MAX_SCORE, round(value / SCORE_UNIT)))
+
+
+def check_update(
+    item: Revealed, *, spec: TaskSpec, task_id: int, round_no: int, global_state: Mapping[str, Tensor], seen: set[bytes]
+) -> tuple[ScoredUpdate | None, dict[str, Tensor] | None, int, float | None]:
+    """A flag for an update that cannot be scored, else its float32 delta, samples and norm."""
+    trainer = to_checksum_address(item.trainer)
+    if item.data is None:
+        return ScoredUpdate(trainer, UNAVAILABLE, RejectionReason.NOT_UPLOADED, "blob not fetched"), None, 0, None
+    if item.update_hash in seen:
+        flag = ScoredUpdate(trainer, INVALID, RejectionReason.DUPLICATE, "an earlier revealer sent the same update")
+        return flag, None, 0, None
+    seen.add(item.update_hash)
+    try:
+        update = decode_update(item.data, model=global_state)
+    except CodecError as exc:
+        return ScoredUpdate(trainer, INVALID, RejectionReason.INVALID, str(exc)[:180]), None, 0, None
+    if (update.task_id, update.round) != (task_id, round_no) or update.trainer.lower() != trainer.lower():
+        detail = f"update is for task {update.task_id} round {update.round} trainer {update.trainer}"
+        return ScoredUpdate(trainer, INVALID, RejectionReason.WRONG_METADATA, detail), None, 0, None
+    norm = update_norm(update.delta)
+    if norm > spec.norm_bound:
+        detail = f"norm {norm:.3f} > bound {spec.norm_bound}"
+        flag = ScoredUpdate(trainer, INVALID, RejectionReason.NORM_BOUND, detail, norm=norm)
+        return flag, None, update.num_samples, norm
+    delta = {name: t.to(torch.float32) for name, t in update.delta.items()}
+    return None, delta, update.num_samples, norm
+
+
+def score_leave_one_out(
+    *,
+    spec: TaskSpec,
+    task_id: int,
+    round_no: int,
+    global_state: Mapping[str, Tensor],
+    revealed: Sequence[Revealed],
+    loss_of_state: LossFn,
+) -> dict[str, ScoredUpdate]:
+    """Entries by trainer (checksummed). `revealed` in reveal (chain) order: of two identical
+    updates the first keeps its place. `loss_of_state(state)` is the loss on the validator's data."""
+    seen: set[bytes] = set()
+    results: dict[str, ScoredUpdate] = {}
+    candidates: list[tuple[str, dict[str, Tensor], int, float | None]] = []
+    for item in revealed:
+        flag, delta, samples, norm = check_update(
+            item, spec=spec, task_id=task_id, round_no=round_no, global_state=global_state, seen=seen
+        )
+        if flag is not None:
+            results[flag.trainer] = flag
+        else:
+            assert delta is not None
+            candidates.append((to_checksum_address(item.trainer), delta, samples, norm))
+
+    def loss_of(delta: Mapping[str, Tensor]) -> float:
+        return loss_of_state(apply_delta(global_state, delta))
+
+    threshold = spec.scoring.harm_threshold
+    while candidates:  # terminates: each pass with a harmful update removes it
+        values = leave_one_out_values(
+            [c[1] for c in candidates], [c[2] for c in candidates], settings=spec.aggregation, loss_of=loss_of
+        )
+        harmful = {c[0] for c, value in zip(candidates, values, strict=True) if value < threshold}
+        for (trainer, _, samples, norm), value in zip(candidates, values, strict=True):
+            if trainer in harmful:
+                detail = f"leave-one-out value {value:.4f} < harm threshold {threshold}"
+                results[trainer] = ScoredUpdate(trainer, HARMFUL, RejectionReason.HARMFUL, detail, value, samples, norm)
+            elif not harmful:
+                results[trainer] = ScoredUpdate(trainer, to_entry(value), None, None, value, samples, norm)
+        if not harmful:
+            break
+        candidates = [c for c in candidates if c[0] not in harmful]
+    return results
+
+
+RULES: dict[str, ScoringRule] = {"loo": score_leave_one_out}
