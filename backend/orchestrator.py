@@ -103,7 +103,12 @@ class TaskOrchestrator:
             or round_info.score_reveal_count < info.terms.min_validators
         ):
             result = self.chain.abort_round(self.task_id, ledger.non_revealers, ledger.silent_validators)
-            log.info("task %s: round %s aborted, quorum missed (tx %s)", self.task_id, info.current_round, result.tx_hash)
+            log.info(
+                "task %s: round %s aborted, quorum missed (tx %s)",
+                self.task_id,
+                info.current_round,
+                result.tx_hash,
+            )
             return StepResult(StepAction.ABORTED, result.tx_hash)
         result = self.chain.finalize_round(self.task_id, ledger.settlement())
         log.info("task %s: round %s finalized (tx %s)", self.task_id, info.current_round, result.tx_hash)
@@ -151,7 +156,9 @@ class TaskOrchestrator:
     def _start_round(self, info: TaskInfo) -> StepResult:
         spec = self.spec(info)
         if info.trainer_count < info.terms.min_trainers:
-            return StepResult(StepAction.WAITING_TRAINERS, f"{info.trainer_count}/{info.terms.min_trainers} joined")
+            return StepResult(
+                StepAction.WAITING_TRAINERS, f"{info.trainer_count}/{info.terms.min_trainers} joined"
+            )
         if info.validator_count < info.terms.min_validators:
             return StepResult(
                 StepAction.WAITING_VALIDATORS, f"{info.validator_count}/{info.terms.min_validators} joined"
@@ -163,7 +170,9 @@ class TaskOrchestrator:
         else:
             model_hash = info.model_hash
             if not self.store.has(cid_from_digest(model_hash)):
-                raise BlobNotFoundError(cid_from_digest(model_hash), where=f"{self.store!r} (the global model)")
+                raise BlobNotFoundError(
+                    cid_from_digest(model_hash), where=f"{self.store!r} (the global model)"
+                )
         result = self.chain.start_round(self.task_id, model_hash)
         log.info("task %s: round %s started (tx %s)", self.task_id, info.current_round + 1, result.tx_hash)
         return StepResult(StepAction.STARTED, result.tx_hash)
@@ -172,7 +181,9 @@ class TaskOrchestrator:
         round_no = info.current_round
         report = self.build_report(info, round_no)
         report_cid = self.store.put(report.to_canonical_json())
-        result = self.chain.publish_model(self.task_id, digest_from_cid(report.new_model_cid), report.report_hash())
+        result = self.chain.publish_model(
+            self.task_id, digest_from_cid(report.new_model_cid), report.report_hash()
+        )
         log.info(
             "task %s: round %s model published: %d accepted of %d, report %s (tx %s)",
             self.task_id, round_no, len(report.accepted), len(report.submissions), report_cid, result.tx_hash,
@@ -191,13 +202,18 @@ class TaskOrchestrator:
         started = time.perf_counter()
         global_state = fetch_model(self.store, spec, ledger.model_hash)
         accepted = ledger.accepted()
-        updates = {t: decode_update(self.store.get(cid_from_digest(ledger.reveals[t])), model=global_state) for t in accepted}
+        updates = {
+            t: decode_update(self.store.get(cid_from_digest(ledger.reveals[t])), model=global_state)
+            for t in accepted
+        }
         timings["storage_reads"] = time.perf_counter() - started
 
         started = time.perf_counter()
         if updates:
             result = aggregate(
-                [updates[t].delta for t in accepted], [updates[t].num_samples for t in accepted], spec.aggregation
+                [updates[t].delta for t in accepted],
+                [updates[t].num_samples for t in accepted],
+                spec.aggregation,
             )
             new_state = apply_delta(global_state, result.delta)
         else:
@@ -236,7 +252,9 @@ class TaskOrchestrator:
             )
         paid = sum(s.payout for s in submissions) + sum(v.payout for v in validators)
         if paid != round_info.payout:
-            raise FedmarketError(f"round {round_no}: the settlement events pay {paid}, the round {round_info.payout}")
+            raise FedmarketError(
+                f"round {round_no}: the settlement events pay {paid}, the round {round_info.payout}"
+            )
         return RoundReport(
             task_id=self.task_id,
             round=round_no,
@@ -251,4 +269,3 @@ class TaskOrchestrator:
             validators=tuple(validators),
             timings=timings,
         )
-

@@ -537,7 +537,9 @@ class MarketClient:
     ) -> TxResult:
         """`abortRound` (anyone, when a quorum was missed): closes the round, slashing exactly the
         committers and score committers that did not reveal. Emits the slash events, RoundAborted."""
-        fn = self.market.functions.abortRound(task_id, _addresses(non_revealers), _addresses(silent_validators))
+        fn = self.market.functions.abortRound(
+            task_id, _addresses(non_revealers), _addresses(silent_validators)
+        )
         return self._market_tx(fn)
 
     def publish_model(self, task_id: int, model_hash: bytes | str, report_hash: bytes | str) -> TxResult:
@@ -568,7 +570,9 @@ class MarketClient:
 
     def commit_scores(self, task_id: int, commitment: bytes | str) -> TxResult:
         """`commitScores`: `commitment` from :func:`fedmarket.protocol.make_score_commitment`."""
-        return self._market_tx(self.market.functions.commitScores(task_id, _bytes32(commitment, "commitment")))
+        return self._market_tx(
+            self.market.functions.commitScores(task_id, _bytes32(commitment, "commitment"))
+        )
 
     def reveal_scores(self, task_id: int, scores: Sequence[int], salt: bytes | str) -> TxResult:
         """`revealScores`: the vector committed to, one entry per revealer in ascending order."""
@@ -663,11 +667,13 @@ class MarketClient:
         """`roundPhase`: the current round's phase, by the chain's clock."""
         return RoundPhase(self._call(self.market.functions.roundPhase(task_id)))
 
-    def trainer(self, task_id: int, address: str | None = None) -> TrainerInfo:
-        """`getTrainer` of `address` (default: this account)."""
+    def trainer(
+        self, task_id: int, address: str | None = None, *, block: int | str = "latest"
+    ) -> TrainerInfo:
+        """`getTrainer` of `address` (default: this account), at `block`."""
         address = address or self._require_account().address
         fn = self.market.functions.getTrainer(task_id, to_checksum_address(address))
-        return TrainerInfo(*self._call(fn))
+        return TrainerInfo(*self._call(fn, block))
 
     def commitment(self, task_id: int, address: str | None = None) -> CommitmentInfo:
         """`getCommitment` of `address` (default: this account)."""
@@ -677,10 +683,13 @@ class MarketClient:
         )
         return CommitmentInfo(round_no, bytes(commitment), revealed)
 
-    def validator(self, task_id: int, address: str | None = None) -> ValidatorInfo:
-        """`getValidator` of `address` (default: this account)."""
+    def validator(
+        self, task_id: int, address: str | None = None, *, block: int | str = "latest"
+    ) -> ValidatorInfo:
+        """`getValidator` of `address` (default: this account), at `block`."""
         address = address or self._require_account().address
-        values = list(self._call(self.market.functions.getValidator(task_id, to_checksum_address(address))))
+        fn = self.market.functions.getValidator(task_id, to_checksum_address(address))
+        values = list(self._call(fn, block))
         values[-1] = bytes(values[-1])
         return ValidatorInfo(*values)
 

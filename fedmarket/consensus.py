@@ -161,7 +161,9 @@ def compute_consensus(
         ValidatorResult(
             validator=validators[v],
             agreement=agreements[v],
-            payout=validator_budget * agreements[v] // eligible if eligible and agreements[v] >= MIN_AGREEMENT else 0,
+            payout=validator_budget * agreements[v] // eligible
+            if eligible and agreements[v] >= MIN_AGREEMENT
+            else 0,
         )
         for v in range(len(validators))
     )

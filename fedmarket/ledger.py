@@ -90,10 +90,16 @@ class RoundLedger:
 
     def accepted(self) -> list[str]:
         """Trainers whose updates the contract accepted, in its order: what the aggregate is made of."""
-        return [t for t in self.trainers if t in self.settled_trainers and self.settled_trainers[t].outcome == Outcome.ACCEPTED]
+        return [
+            t
+            for t in self.trainers
+            if t in self.settled_trainers and self.settled_trainers[t].outcome == Outcome.ACCEPTED
+        ]
 
 
-def read_round(market: MarketClient, task_id: int, round_no: int, *, from_block: int | None = None) -> RoundLedger:
+def read_round(
+    market: MarketClient, task_id: int, round_no: int, *, from_block: int | None = None
+) -> RoundLedger:
     """The round's record from the market's events of `task_id` (one paged scan)."""
     ledger = RoundLedger(task_id, round_no)
     for event in market.iter_events(task_id=task_id, from_block=from_block):
@@ -110,7 +116,9 @@ def read_round(market: MarketClient, task_id: int, round_no: int, *, from_block:
         elif name == "ScoresCommitted":
             ledger.score_committers.append(to_checksum_address(args["validator"]))
         elif name == "ScoresRevealed":
-            ledger.score_reveals[to_checksum_address(args["validator"])] = tuple(int(e) for e in args["scores"])
+            ledger.score_reveals[to_checksum_address(args["validator"])] = tuple(
+                int(e) for e in args["scores"]
+            )
         elif name == "TrainerSettled":
             trainer = to_checksum_address(args["trainer"])
             ledger.settled_trainers[trainer] = SettledTrainer(

@@ -102,7 +102,9 @@ class SubmissionReport(_Artifact):
     consensus: int = Field(ge=0, description="stake-weighted median of normalized scores, 1e18 = 1")
     payout: TokenAmount = Field(description="what this round paid the trainer, base units")
     slashed: TokenAmount = Field(description="stake burned from the trainer this round, base units")
-    num_samples: int = Field(ge=0, description="samples the update claims (its aggregation weight); 0 if not aggregated")
+    num_samples: int = Field(
+        ge=0, description="samples the update claims (its aggregation weight); 0 if not aggregated"
+    )
 
 
 class ValidatorReport(_Artifact):
@@ -110,7 +112,9 @@ class ValidatorReport(_Artifact):
 
     validator: Address
     revealed: bool = Field(description="revealed its score vector (false: committed and went silent)")
-    agreement: int = Field(ge=0, description="agreement with consensus (ValidatorSettled.agreement), 1e18 = 1")
+    agreement: int = Field(
+        ge=0, description="agreement with consensus (ValidatorSettled.agreement), 1e18 = 1"
+    )
     payout: TokenAmount = Field(description="what this round paid the validator, base units")
     slashed: TokenAmount = Field(description="stake burned from the validator this round, base units")
 
@@ -124,9 +128,15 @@ class RoundReport(_Artifact):
     new_model_cid: str = Field(description="the aggregate of the Accepted updates (newModelHash)")
     aggregation: str = Field(description="the spec's aggregation rule the new model was made with")
     budget: TokenAmount = Field(description="what the round could pay: pool / rounds left")
-    payout: TokenAmount = Field(description="what the round paid in all, trainers and validators (on-chain payout)")
-    submissions: tuple[SubmissionReport, ...] = Field(description="one entry per committer, in the contract's order")
-    validators: tuple[ValidatorReport, ...] = Field(description="one entry per validator that committed scores")
+    payout: TokenAmount = Field(
+        description="what the round paid in all, trainers and validators (on-chain payout)"
+    )
+    submissions: tuple[SubmissionReport, ...] = Field(
+        description="one entry per committer, in the contract's order"
+    )
+    validators: tuple[ValidatorReport, ...] = Field(
+        description="one entry per validator that committed scores"
+    )
     timings: dict[str, float] = Field(description="seconds the coordinator spent per step (informational)")
 
     @model_validator(mode="after")
@@ -134,7 +144,9 @@ class RoundReport(_Artifact):
         """A report contradicting itself is refused: its payouts must add up within the budget."""
         paid = sum(s.payout for s in self.submissions) + sum(v.payout for v in self.validators)
         if paid != self.payout:
-            raise ValueError(f"payout {self.payout} is not the sum of the trainers' and validators' payouts ({paid})")
+            raise ValueError(
+                f"payout {self.payout} is not the sum of the trainers' and validators' payouts ({paid})"
+            )
         if self.payout > self.budget:
             raise ValueError(f"payout {self.payout} exceeds the budget {self.budget}")
         return self

@@ -87,14 +87,27 @@ def to_entry(value: float) -> int:
 
 
 def check_update(
-    item: Revealed, *, spec: TaskSpec, task_id: int, round_no: int, global_state: Mapping[str, Tensor], seen: set[bytes]
+    item: Revealed,
+    *,
+    spec: TaskSpec,
+    task_id: int,
+    round_no: int,
+    global_state: Mapping[str, Tensor],
+    seen: set[bytes],
 ) -> tuple[ScoredUpdate | None, dict[str, Tensor] | None, int, float | None]:
     """A flag for an update that cannot be scored, else its float32 delta, samples and norm."""
     trainer = to_checksum_address(item.trainer)
     if item.data is None:
-        return ScoredUpdate(trainer, UNAVAILABLE, RejectionReason.NOT_UPLOADED, "blob not fetched"), None, 0, None
+        return (
+            ScoredUpdate(trainer, UNAVAILABLE, RejectionReason.NOT_UPLOADED, "blob not fetched"),
+            None,
+            0,
+            None,
+        )
     if item.update_hash in seen:
-        flag = ScoredUpdate(trainer, INVALID, RejectionReason.DUPLICATE, "an earlier revealer sent the same update")
+        flag = ScoredUpdate(
+            trainer, INVALID, RejectionReason.DUPLICATE, "an earlier revealer sent the same update"
+        )
         return flag, None, 0, None
     seen.add(item.update_hash)
     try:
@@ -149,7 +162,9 @@ def score_leave_one_out(
         for (trainer, _, samples, norm), value in zip(candidates, values, strict=True):
             if trainer in harmful:
                 detail = f"leave-one-out value {value:.4f} < harm threshold {threshold}"
-                results[trainer] = ScoredUpdate(trainer, HARMFUL, RejectionReason.HARMFUL, detail, value, samples, norm)
+                results[trainer] = ScoredUpdate(
+                    trainer, HARMFUL, RejectionReason.HARMFUL, detail, value, samples, norm
+                )
             elif not harmful:
                 results[trainer] = ScoredUpdate(trainer, to_entry(value), None, None, value, samples, norm)
         if not harmful:

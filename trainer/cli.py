@@ -71,17 +71,19 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _account(key: str | None):
+def _account(key: str | None, role: str = "trainer"):
     if not key:
-        fail("no trainer key: pass --key 0x... or set FEDMARKET_TRAINER_KEY")
+        fail(f"no {role} key: pass --key 0x... or set FEDMARKET_{role.upper()}_KEY")
     try:
         return Account.from_key(key)
     except Exception:  # eth-account raises several types for a malformed key
-        fail("the trainer key is not a valid private key (expected 32 bytes of 0x-hex)")
+        fail(f"the {role} key is not a valid private key (expected 32 bytes of 0x-hex)")
 
 
-def _chain(rpc_url: str, deployment: Path, key: str | None = None, *, need_key: bool = True) -> MarketClient:
-    account = _account(key) if need_key or key else None
+def _chain(
+    rpc_url: str, deployment: Path, key: str | None = None, *, need_key: bool = True, role: str = "trainer"
+) -> MarketClient:
+    account = _account(key, role) if need_key or key else None
     try:
         client = MarketClient.connect(rpc_url, deployment)
     except (

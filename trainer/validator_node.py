@@ -147,10 +147,14 @@ class ValidatorNode:
             )
         stake = self.stake if self.stake is not None else info.terms.min_validator_stake
         if stake < info.terms.min_validator_stake:
-            raise ValidatorError(f"a stake of {stake} is below the task's minimum of {info.terms.min_validator_stake}")
+            raise ValidatorError(
+                f"a stake of {stake} is below the task's minimum of {info.terms.min_validator_stake}"
+            )
         balance = self.chain.token_balance(self.address)
         if balance < stake:
-            raise ValidatorError(f"{self.address} holds {balance} tokens; validating needs a stake of {stake}")
+            raise ValidatorError(
+                f"{self.address} holds {balance} tokens; validating needs a stake of {stake}"
+            )
         self._track(self.chain.ensure_allowance(stake))
         self._track(self.chain.join_as_validator(self.task_id, self.data_hash, stake, auto_approve=False))
         self._emit("joined", {"stake": stake, "data_hash": self.data_hash.hex()})

@@ -1,0 +1,135 @@
+"""The validators' leave-one-out rule on hand-made deltas of a tiny linear model.
+
+No chain, no store: the inputs are bytes and numbers, as a validator node hands them in. The
+validator's "loss" is ``||weights - TARGET||^2`` over every tensor, so a delta moving the global
+model (all zeros) toward TARGET helps, and its leave-one-out value can be worked out by hand.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import torch
+from eth_utils import to_checksum_address
+
+from fedmarket.cid import digest_of
+from fedmarket.codec import encode_update
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
+from fedmarket.report import RejectionReason
+from fedmarket.scoring import SCORE_UNIT, Revealed, leave_one_out_values, score_leave_one_out, to_entry
+from fedmarket.spec import AggregationSettings, mlp_spec
+
+TASK, ROUND = 7, 3
+A, B, C, D = (f"0x{i:040x}" for i in range(0xA1, 0xA5))  # lower-case, not checksummed
+SPEC = mlp_spec(
+    name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=5.0,
+    aggregation={"method": "fedavg", "max_weight_share": 1.0}, scoring={"harm_threshold": -0.5},
+)  # fmt: skip
+GLOBAL = {"0.weight": torch.zeros(2, 2), "0.bias": torch.zeros(2)}
+TARGET = {"0.weight": torch.ones(2, 2), "0.bias": torch.ones(2)}  # loss of GLOBAL: 6
+FEDAVG = AggregationSettings(method="fedavg", max_weight_share=1.0)
+
+
+def loss_of_state(state) -> float:
+    return float(sum(((state[k] - TARGET[k]) ** 2).sum() for k in TARGET))
+
+
+def delta(value: float) -> dict[str, torch.Tensor]:
+    return {"0.weight": torch.full((2, 2), value), "0.bias": torch.full((2,), value)}
+
+
+def update(author: str, value: float, *, samples: int = 10, **metadata) -> bytes:
+    fields = {"task_id": TASK, "round": ROUND, "trainer": author, "num_samples": samples, **metadata}
+    return encode_update(delta(value), **fields)
+
+
+def revealed(trainer: str, data: bytes | None, *, update_hash: bytes | None = None) -> Revealed:
+    return Revealed(trainer, update_hash or digest_of(data or b""), data)
+
+
+def score(reveals, spec=SPEC):
+    return score_leave_one_out(
+        spec=spec,
+        task_id=TASK,
+        round_no=ROUND,
+        global_state=GLOBAL,
+        revealed=reveals,
+        loss_of_state=loss_of_state,
+    )
+
+
+def test_honest_updates_get_their_leave_one_out_value_in_score_units():
+    # Both (equal samples): weights 0.75, loss 6 * 0.25**2 = 0.375. Without A: 0.5, loss 1.5, so
+    # A's value is 1.125. Without B: 1.0, loss 0, so B's value is -0.375 (it dilutes A; above the
+    # harm threshold of -0.5, so it is a score, not a flag).
+    entries = score([revealed(A, update(A, 1.0)), revealed(B, update(B, 0.5))])
+    a, b = entries[to_checksum_address(A)], entries[to_checksum_address(B)]
+    assert a.value == pytest.approx(1.125) and a.entry == round(a.value / SCORE_UNIT)
+    assert b.value == pytest.approx(-0.375) and b.entry == round(b.value / SCORE_UNIT) < 0
+
+
+def test_entries_are_keyed_by_checksummed_address():
+    entries = score([revealed(A, update(A, 1.0))])
+    assert list(entries) == [to_checksum_address(A)]
+
+
+def test_a_single_update_is_valued_against_the_unchanged_model():
+    entries = score([revealed(A, update(A, 1.0))])
+    assert entries[to_checksum_address(A)].value == pytest.approx(6.0)
+
+
+def test_a_missing_blob_is_unavailable_not_invalid():
+    entries = score([revealed(A, None, update_hash=b"\x01" * 32), revealed(B, update(B, 1.0))])
+    flagged = entries[to_checksum_address(A)]
+    assert (flagged.entry, flagged.reason) == (UNAVAILABLE, RejectionReason.NOT_UPLOADED)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"task_id": TASK + 1}, RejectionReason.WRONG_METADATA),
+        ({"round": ROUND - 1}, RejectionReason.WRONG_METADATA),
+    ],
+)
+def test_an_update_made_for_another_task_or_round_is_invalid(metadata, reason):
+    entries = score([revealed(A, update(A, 1.0, **metadata)), revealed(B, update(B, 1.0))])
+    assert (entries[to_checksum_address(A)].entry, entries[to_checksum_address(A)].reason) == (
+        INVALID,
+        reason,
+    )
+
+
+def test_another_trainers_update_replayed_is_invalid():
+    entries = score([revealed(A, update(B, 1.0)), revealed(B, update(B, 0.5))])
+    assert entries[to_checksum_address(A)].reason == RejectionReason.WRONG_METADATA
+
+
+def test_of_two_identical_updates_the_first_revealed_keeps_its_place():
+    blob = update(A, 1.0)
+    entries = score([revealed(A, blob), revealed(B, blob)])
+    assert entries[to_checksum_address(A)].entry > 0
+    assert entries[to_checksum_address(B)].reason == RejectionReason.DUPLICATE
+
+
+def test_garbage_and_an_update_over_the_norm_bound_are_invalid():
+    garbage = struct.pack("<Q", 8) + b"{}" + b"\x00" * 6
+    entries = score([revealed(A, garbage), revealed(B, update(B, 10.0)), revealed(C, update(C, 1.0))])
+    assert entries[to_checksum_address(A)].reason == RejectionReason.INVALID
+    assert entries[to_checksum_address(B)].reason == RejectionReason.NORM_BOUND
+    assert all(entries[to_checksum_address(t)].entry == INVALID for t in (A, B))
+
+
+def test_a_harmful_update_is_flagged_and_the_others_are_scored_again_without_it():
+    entries = score([revealed(A, update(A, 1.0)), revealed(B, update(B, 1.0)), revealed(C, update(C, -2.0))])
+    assert entries[to_checksum_address(C)].entry == HARMFUL
+    # Scored again without C: A and B are identical, so each one's value is 0 (the other carries it).
+    assert entries[to_checksum_address(A)].value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_scores_are_clipped_to_the_contracts_range():
+    assert to_entry(1e40) == MAX_SCORE and to_entry(-1e40) == -MAX_SCORE
+
+
+def test_leave_one_out_of_no_updates_is_empty():
+    assert leave_one_out_values([], [], settings=FEDAVG, loss_of=lambda d: 0.0) == []
