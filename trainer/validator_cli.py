@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmarket.consensus import FLAGS, SCALE
-from fedmarket.ledger import read_round
 from fedmarket.learning import load_local_data
+from fedmarket.ledger import read_round
 from fedmarket.rounds import fetch_spec
 from fedmarket.store import HttpStore
 from trainer.attacks import BAD_VALIDATORS, bad_validator

@@ -12,7 +12,6 @@ the same machine, and the caller's global random state is left as it was.
 from __future__ import annotations
 
 import hashlib
-
 import math
 import warnings
 from collections.abc import Callable

@@ -104,7 +104,7 @@ def test_consensus_stays_within_the_validators_range_and_pays_at_most_the_budget
             continue
         # The median's guarantee: the consensus is one of the available validators' normalized scores.
         normalized = []
-        for v, vector in enumerate(scores):
+        for vector in scores:
             if vector[i] == UNAVAILABLE:
                 continue
             total = sum(max(e, 0) for e in vector if e not in (UNAVAILABLE, INVALID, HARMFUL))
