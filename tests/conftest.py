@@ -20,7 +20,9 @@ from fedmarket.transactions import TransactionSender
 from testkit.market import MarketEnv, deploy_funded_market, market_env
 
 TRAINER_COUNT = 10
-MIN_FREE_DISK = 256 * 2**20  # the suite's temporary files (deployments, stores, databases, logs) need ~100 MiB
+MIN_FREE_DISK = (
+    256 * 2**20
+)  # the suite's temporary files (deployments, stores, databases, logs) need ~100 MiB
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
 
 
