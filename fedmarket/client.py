@@ -7,14 +7,11 @@ process, and posts only the signatures.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import httpx
-import numpy as np
 from eth_account import Account
 
-from fedmarket.auth import sign_validation_upload
 from fedmarket.chain import MarketClient, SignedTask
 from fedmarket.errors import FedmarketError
 from fedmarket.protocol import TaskTerms
@@ -124,25 +121,3 @@ class CoordinatorClient:
         signed = market.with_account(owner).sign_create_task(terms, deadline=market.chain_time() + valid_for)
         body = task_request_body(spec, signed)
         return self._request("POST", "/v1/tasks", json=body)
-
-    def upload_validation_data(
-        self,
-        task_id: int,
-        X: np.ndarray,
-        y: np.ndarray,
-        *,
-        owner_key,
-        market: MarketClient,
-        valid_for: int = 600,
-    ) -> dict:
-        buffer = io.BytesIO()
-        np.savez(buffer, X=X, y=y)
-        body = buffer.getvalue()
-        headers = sign_validation_upload(
-            owner_key, chain_id=market.deployment.chain_id, market=market.market_address, task_id=task_id,
-            body=body, expiry=market.chain_time() + valid_for,
-        )  # fmt: skip
-        return self._request(
-            "PUT", f"/v1/tasks/{task_id}/validation-data", content=body,
-            headers={**headers, "Content-Type": "application/octet-stream"},
-        )  # fmt: skip
