@@ -126,6 +126,11 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
         expect("model", round_info.new_model_hash.hex(), expected_model.hex(), "published model hash")
     except FedmarketError as exc:
         findings.append(Finding(ledger.round_no, "model", f"cannot recompute the aggregate: {exc}"))
+    try:
+        store.get(cid_from_digest(round_info.new_model_hash))  # the store checks the blob against its hash
+        checks += 1
+    except FedmarketError as exc:
+        findings.append(Finding(ledger.round_no, "model", f"the published model cannot be fetched: {exc}"))
     if ledger.round_no < info.current_round:
         next_round = market.round(info.task_id, ledger.round_no + 1)
         expect("model", next_round.model_hash.hex(), round_info.new_model_hash.hex(), "next round's model")
