@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
@@ -27,8 +27,10 @@ from rich.table import Table
 
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient, CoordinatorError
+from fedmarket.consensus import SCALE
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.learning import load_local_data
+from fedmarket.ledger import read_round
 from fedmarket.protocol import TaskStatus
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
@@ -175,38 +177,34 @@ def run(
 @app.command()
 def status(
     task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
-    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+    state_dir: StateOpt = DEFAULT_STATE,
 ) -> None:  # fmt: skip
-    """Rounds taken part in, scores, earned, claimed, stake, privacy spent."""
+    """Rounds taken part in, the consensus on each update, earned, claimable, stake, privacy spent."""
     chain = _chain(rpc_url, deployment, key)
     info = _existing_task(chain, task_id)
     me = chain.signer
     trainer = chain.trainer(task_id, me)
-    table = Table("round", "revealed", "accepted", "reason", "score", "payout", "epsilon")
+    table = Table("round", "revealed", "outcome", "consensus", "payout", "epsilon")
     epsilon_total = 0.0
-    with CoordinatorClient(coordinator) as api:
-        for saved in StateDir(state_dir, task_id, me).all_rounds():
-            verdict: dict[str, Any]
-            try:
-                verdict = next(
-                    (s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {}
-                )
-            except CoordinatorError:
-                verdict = {}  # round not indexed yet: show what the node knows
-            epsilon_total += saved.epsilon or 0.0
-            table.add_row(
-                str(saved.round), "yes" if saved.revealed else "no", str(verdict.get("accepted", "-")),
-                verdict.get("reason") or "", f"{verdict['score']:.4f}" if verdict.get("score") is not None else "-",
-                tokens(int(verdict["payout"])) if verdict.get("payout") else "-",
-                f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
-            )  # fmt: skip
-        rewards = _guard(lambda: api.rewards(task_id, me))
+    for saved in StateDir(state_dir, task_id, me).all_rounds():
+        settled = read_round(chain, task_id, saved.round).settled_trainers.get(me)
+        epsilon_total += saved.epsilon or 0.0
+        table.add_row(
+            str(saved.round), "yes" if saved.revealed else "no", settled.outcome.name.lower() if settled else "-",
+            f"{settled.consensus / SCALE:.4f}" if settled else "-", tokens(settled.payout) if settled else "-",
+            f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
+        )  # fmt: skip
+    earned = sum(
+        e.args["payout"]
+        for e in chain.iter_events("TrainerSettled", task_id=task_id)
+        if e.args["trainer"] == me
+    )
     console.print(table)
     console.print(
         f"task {task_id} ({info.status.name.lower()}, round {info.current_round}/{info.terms.rounds}, "
         f"phase {chain.phase(task_id).name.lower()}): stake {tokens(trainer.stake)} FMT"
-        f"{'' if trainer.joined else ' (not joined)'}, earned {tokens(int(rewards['cumulative']))} FMT, "
-        f"claimed {tokens(chain.claimed(task_id, me))} FMT"
+        f"{'' if trainer.joined else ' (not joined)'}, earned {tokens(earned)} FMT, "
+        f"claimable {tokens(trainer.claimable)} FMT"
         + (f", privacy spent epsilon {epsilon_total:.2f}" if epsilon_total else "")
     )
 
@@ -216,7 +214,7 @@ def claim(
     task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
     coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
 ) -> None:  # fmt: skip
-    """Fetch the Merkle proof from the coordinator and claim what you earned."""
+    """Claim what the contract credited you in the task (no coordinator needed)."""
     node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=None)
     amount = _guard(node.claim)
     console.print(f"claimed {tokens(amount)} FMT" if amount else "nothing to claim")
