@@ -15,7 +15,6 @@ from backend.db import Database, TaskRow, TaskState
 from backend.indexer import Indexer
 from backend.orchestrator import TaskOrchestrator
 from backend.settings import Settings
-from backend.validation import ValidationStore
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import Deployment
 from fedmarket.errors import FedmarketError
@@ -31,7 +30,6 @@ class Services:
     store: DirectoryStore
     chain: MarketClient
     indexer: Indexer
-    validation: ValidationStore
     supervisor: Supervisor | None = None
 
     @classmethod
@@ -41,15 +39,11 @@ class Services:
         db = Database(settings.resolved_database_url)
         db.migrate()
         store = DirectoryStore(settings.resolved_store_dir, max_blob_bytes=settings.max_blob_bytes)
-        settings.private_dir.mkdir(parents=True, exist_ok=True)
-        validation = ValidationStore(settings.private_dir)
-        indexer = Indexer(chain=chain, db=db, store=store, validation=validation)
-        return cls(settings, db, store, chain, indexer, validation)
+        indexer = Indexer(chain=chain, db=db, store=store)
+        return cls(settings, db, store, chain, indexer)
 
     def orchestrator(self, task_id: int) -> TaskOrchestrator:
-        return TaskOrchestrator(
-            task_id=task_id, chain=self.chain, store=self.store, db=self.db, validation=self.validation
-        )
+        return TaskOrchestrator(task_id=task_id, chain=self.chain, store=self.store, db=self.db)
 
     def close(self) -> None:
         if self.supervisor:

@@ -654,11 +654,11 @@ class MarketClient:
             model_hash=bytes(model_hash),
         )
 
-    def round(self, task_id: int, round_no: int | None = None) -> RoundInfo:
-        """`getRound` of `round_no` (default: the task's current round)."""
+    def round(self, task_id: int, round_no: int | None = None, *, block: int | str = "latest") -> RoundInfo:
+        """`getRound` of `round_no` (default: the task's current round), at `block`."""
         if round_no is None:
             round_no = self.task(task_id).current_round
-        values = list(self._call(self.market.functions.getRound(task_id, round_no)))
+        values = list(self._call(self.market.functions.getRound(task_id, round_no), block))
         # The struct's last three fields are bytes32: modelHash, newModelHash, reportHash.
         values[-3:] = [bytes(v) for v in values[-3:]]
         return RoundInfo(task_id, round_no, *values)

@@ -30,7 +30,7 @@ def cli(trainer_services, tmp_path):
 
     def invoke(command: str, *args: str, key: str | None = None, options: list[str] | None = None, env=None):
         argv = [command, *args, *(trainer_services.options() if options is None else options)]
-        if command == "status":  # status reads the chain only: it takes no --coordinator
+        if command == "status" and "--coordinator" in argv:  # status reads the chain only
             at = argv.index("--coordinator")
             del argv[at : at + 2]
         if command != "tasks":
