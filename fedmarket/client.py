@@ -7,6 +7,7 @@ process, and posts only the signatures.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
@@ -37,6 +38,9 @@ class CoordinatorUnreachableError(CoordinatorError):
         self.status, self.error, self.detail = 0, "Unreachable", reason
 
 
+TOKEN_FIELDS = ("reward_pool", "min_stake", "min_validator_stake")  # beyond 2**53: decimal strings
+
+
 def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
     """The JSON of `POST /v1/tasks`: the spec, the terms and the owner's signatures (no key).
     Amounts travel as decimal strings, bytes as 0x-hex."""
@@ -44,10 +48,8 @@ def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
     return {
         "spec": spec.model_dump(mode="json"),
         "terms": {
-            "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
-            "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
-            "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
-            "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
+            name: "0x" + value.hex() if isinstance(value, bytes) else str(value) if name in TOKEN_FIELDS else value
+            for name, value in dataclasses.asdict(terms).items()
         },
         "owner": signed.owner,
         "deadline": signed.deadline,

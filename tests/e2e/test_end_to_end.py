@@ -399,4 +399,5 @@ def test_verify_catches_a_score_vector_or_payout_that_does_not_add_up(
     with HttpStore(coordinator_url) as store:
         results = verify_module.verify_task(market, store, finished_task.task_id)
     findings = [f for r in results for f in r.findings]
-    assert findings and all(f.round_no == 1 and f.what == "consensus" for f in findings), findings
+    assert any(f.what == "consensus" for f in findings), findings
+    assert all(f.round_no == 1 for f in findings), findings  # the other round still checks out
