@@ -135,7 +135,9 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
         deployment_file = workdir / "deployments" / "local.json"
         deployment.write(deployment_file)
-        fund_accounts(w3, deployment, deployer, [owner.address], tokens=REWARD_POOL)
+        fund_accounts(
+            w3, deployment, deployer, [owner.address], tokens=REWARD_POOL + TRAINER_FUNDS
+        )  # + its stake
         fund_accounts(
             w3, deployment, deployer, [a.address for a in (*trainers, *validators[1:])], tokens=TRAINER_FUNDS
         )

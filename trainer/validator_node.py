@@ -38,6 +38,11 @@ EventSink = Callable[[str, dict], None]
 VectorRewrite = Callable[[list[str], list[int]], list[int]]
 
 
+def fmt(amount: int) -> str:
+    """Base units as FMT, the way people read them."""
+    return f"{amount / 10**18:,.4f} FMT"
+
+
 class ValidatorError(FedmarketError):
     """The validator cannot take part: a message a person can act on."""
 
