@@ -29,6 +29,7 @@ from fedmarket.aggregation import aggregate
 from fedmarket.chain import MarketClient, TaskInfo
 from fedmarket.cid import cid_from_digest, digest_from_cid, digest_of
 from fedmarket.codec import apply_delta, decode_update, encode_model
+from fedmarket.consensus import HARMFUL, INVALID, UNAVAILABLE, normalized_scores
 from fedmarket.errors import BlobNotFoundError, FedmarketError
 from fedmarket.ledger import RoundLedger, read_round
 from fedmarket.protocol import Outcome, RoundPhase, TaskStatus
@@ -222,6 +223,7 @@ class TaskOrchestrator:
         new_model_cid = self.store.put(model_blob)
         timings["aggregation"] = time.perf_counter() - started
 
+        views = validator_views(ledger)
         submissions = []
         for trainer in [*ledger.trainers, *ledger.non_revealers]:
             settled = ledger.settled_trainers.get(trainer)
@@ -236,6 +238,7 @@ class TaskOrchestrator:
                     payout=settled.payout if settled else 0,
                     slashed=ledger.trainer_slashes.get(trainer, 0),
                     num_samples=updates[trainer].num_samples if trainer in updates else 0,
+                    scores=views.get(trainer, {}),
                 )
             )
         validators = []
@@ -269,3 +272,22 @@ class TaskOrchestrator:
             validators=tuple(validators),
             timings=timings,
         )
+
+
+FLAG_NAMES = {UNAVAILABLE: "unavailable", INVALID: "invalid", HARMFUL: "harmful"}
+
+
+def validator_views(ledger: RoundLedger) -> dict[str, dict[str, str]]:
+    """Per trainer, each validator's normalized score or flag (`SubmissionReport.scores`)."""
+    validators = ledger.validators
+    vectors = [ledger.score_reveals[v] for v in validators]
+    normalized = normalized_scores(trainers=ledger.trainers, validators=validators, scores=vectors)
+    views: dict[str, dict[str, str]] = {}
+    for i, trainer in enumerate(ledger.trainers):
+        views[trainer] = {
+            validator: "self"
+            if validator == trainer
+            else FLAG_NAMES.get(vectors[v][i], str(normalized[v][i]))
+            for v, validator in enumerate(validators)
+        }
+    return views

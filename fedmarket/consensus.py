@@ -75,6 +75,22 @@ def _weighted_median(values: list[tuple[int, int]], total_weight: int) -> int:
     return 0  # unreachable while weights sum to total_weight > 0
 
 
+def normalized_scores(
+    *, trainers: Sequence[str], validators: Sequence[str], scores: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """n[v][i]: validator v's positive scores scaled to sum to SCALE, its entry for itself and
+    flags counted as 0. The consensus of trainer i lies within the n[v][i] of the validators
+    that did not flag it unavailable (the median's guarantee)."""
+    keys = [t.lower() for t in trainers]
+    normalized = []
+    for validator, vector in zip(validators, scores, strict=True):
+        own = validator.lower()
+        positive = [max(e, 0) if e not in FLAGS and keys[i] != own else 0 for i, e in enumerate(vector)]
+        total = sum(positive)
+        normalized.append([p * SCALE // total if total else 0 for p in positive])
+    return normalized
+
+
 def compute_consensus(
     *,
     trainers: Sequence[str],
@@ -100,11 +116,7 @@ def compute_consensus(
     def own(v: int, i: int) -> bool:
         return owners[v] == keys[i]
 
-    normalized = []
-    for v, vector in enumerate(scores):
-        positive = [max(e, 0) if e not in FLAGS and not own(v, i) else 0 for i, e in enumerate(vector)]
-        total = sum(positive)
-        normalized.append([p * SCALE // total if total else 0 for p in positive])
+    normalized = normalized_scores(trainers=trainers, validators=validators, scores=scores)
 
     outcomes: list[Outcome] = []
     values: list[int] = []

@@ -105,6 +105,12 @@ class SubmissionReport(_Artifact):
     num_samples: int = Field(
         ge=0, description="samples the update claims (its aggregation weight); 0 if not aggregated"
     )
+    scores: dict[Address, str] = Field(
+        default_factory=dict,
+        description="each validator's view of it: its normalized score (1e18 = all of that validator's "
+        "positive value, a decimal string) or the flag it raised (unavailable, invalid, harmful), or "
+        "`self` for a validator that is this trainer; the consensus lies within the scores (the median's guarantee)",
+    )
 
 
 class ValidatorReport(_Artifact):
