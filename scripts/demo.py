@@ -38,12 +38,13 @@ import subprocess  # noqa: E402
 from fedmarket.chain import MarketClient  # noqa: E402
 from fedmarket.cid import cid_from_digest  # noqa: E402
 from fedmarket.client import CoordinatorClient  # noqa: E402
-from fedmarket.consensus import SCALE  # noqa: E402
+from fedmarket.consensus import SCALE, UNAVAILABLE, normalized_scores  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import DEVNET_BLOCK_TIME, Anvil, dev_account, free_port  # noqa: E402
 from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
+from fedmarket.ledger import read_round  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy  # noqa: E402
 from fedmarket.protocol import Outcome, TaskStatus, TaskTerms  # noqa: E402
@@ -219,7 +220,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         for i, (account, data_file) in enumerate(zip(trainers, data_files, strict=True)):
             command = [
                 sys.executable, "-m", "trainer.cli", "run", str(task_id), "--data", str(data_file),
-                "--state-dir", str(workdir / "trainer-state"), "--poll", "0.2",
+                "--state-dir", str(workdir / "trainer-state"), "--poll", "0.2", "--seed", str(args.seed),
             ]  # fmt: skip
             if roles[i] == "attacker":
                 command += ["--attacker", args.attacker]
@@ -280,6 +281,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             for i, account in enumerate(validators)
         ]  # fmt: skip
         total_claimed = sum(claimed.values()) / ONE_TOKEN
+        honest_validators = [
+            v.address for v, role in zip(validators, validator_roles, strict=True) if "bad" not in role
+        ]
+        guarantee = median_guarantee(market, task_id, honest_validators)
 
         verify = subprocess.run(
             [sys.executable, "-m", "fedmarket.cli", "verify", str(task_id), "--rpc-url", anvil.url,
@@ -303,6 +308,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             "validators": per_validator,
             "claimed": total_claimed,
             "verify_exit_code": verify.returncode,
+            "median_guarantee": guarantee,
             "centralized_accuracy": baseline,
             "federated_accuracy": rounds[-1]["accuracy"] if rounds else None,
             "owner_refund": sum(
@@ -337,6 +343,34 @@ def earnings(market: MarketClient, task_id: int) -> tuple[dict, dict, dict]:
                 slashed["validator"].get(args["validator"], 0) + args["amount"]
             )
     return earned, slashed, agreements
+
+
+def median_guarantee(market: MarketClient, task_id: int, honest: list[str]) -> dict:
+    """Whether every scored update's consensus stayed within the honest validators' normalized
+    scores for it, in every round (what the stake-weighted median promises against a minority)."""
+    breaches = []
+    checked = 0
+    for round_no in range(1, market.task(task_id).current_round + 1):
+        ledger = read_round(market, task_id, round_no)
+        if not ledger.settled_trainers:
+            continue
+        validators = ledger.validators
+        vectors = [ledger.score_reveals[v] for v in validators]
+        normalized = normalized_scores(trainers=ledger.trainers, validators=validators, scores=vectors)
+        for i, trainer in enumerate(ledger.trainers):
+            settled = ledger.settled_trainers[trainer]
+            if settled.outcome not in (Outcome.ACCEPTED, Outcome.WORTHLESS):
+                continue
+            views = [
+                normalized[v][i] for v, validator in enumerate(validators)
+                if validator in honest and vectors[v][i] != UNAVAILABLE and validator != trainer
+            ]  # fmt: skip
+            if not views:
+                continue
+            checked += 1
+            if not min(views) <= settled.consensus <= max(views):
+                breaches.append({"round": round_no, "trainer": trainer, "consensus": settled.consensus})
+    return {"updates_checked": checked, "held": not breaches, "breaches": breaches}
 
 
 def watch_rounds(
@@ -414,6 +448,11 @@ def print_report(report: dict) -> None:
                            f"{v['slashed']:.2f}")  # fmt: skip
     console.print(validators)
     console.print(f"fedmarket verify exited with {report['verify_exit_code']}")
+    guarantee = report["median_guarantee"]
+    console.print(
+        f"consensus within the honest validators' scores for all {guarantee['updates_checked']} scored updates: "
+        + ("yes" if guarantee["held"] else f"[red]no: {guarantee['breaches']}[/red]")
+    )
     console.print(
         f"federated accuracy {report['federated_accuracy']:.4f} vs centralized {report['centralized_accuracy']:.4f}; "
         f"market now holds {report['market_balance']:.2f} FMT; wall time {report['wall_seconds']} s"

@@ -155,12 +155,13 @@ def run(
     coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
     poll: Annotated[float, typer.Option(help="seconds between chain polls")] = 0.5,
     attacker: Annotated[str | None, typer.Option(help=f"demo only: misbehave ({', '.join(ATTACKS)})", hidden=True)] = None,
+    seed: Annotated[int | None, typer.Option(help="demo only: reproducible training", hidden=True)] = None,
 ) -> None:  # fmt: skip
     """Join if needed, then train every round until the task ends; claim at the end."""
     with RunDisplay() as display:
         node = _node(
             task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker,
-            on_event=display.on_event,
+            on_event=display.on_event, seed=seed,
         )  # fmt: skip
         summary = _guard(node.run)
     node.state.write_summary(summary)
@@ -221,7 +222,18 @@ def claim(
 
 
 def _node(
-    task_id, key, rpc_url, deployment, coordinator, state_dir, *, data, poll=0.5, attacker=None, on_event=None
+    task_id,
+    key,
+    rpc_url,
+    deployment,
+    coordinator,
+    state_dir,
+    *,
+    data,
+    poll=0.5,
+    attacker=None,
+    on_event=None,
+    seed=None,
 ) -> TrainerNode:
     chain = _chain(rpc_url, deployment, key)
     _existing_task(chain, task_id)
@@ -229,7 +241,7 @@ def _node(
     node = TrainerNode(
         task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
         state_root=state_dir, poll_interval=poll, on_event=on_event or _print_event,
-        transform_update=attack(attacker, seed=task_id) if attacker else None,
+        transform_update=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
     )  # fmt: skip
     if data is not None:
         spec = _guard(node.spec)

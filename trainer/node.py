@@ -112,6 +112,7 @@ class TrainerNode:
         poll_interval: float = 0.5,
         on_event: EventSink | None = None,
         transform_update: DeltaRewrite | None = None,
+        train_seed: int | None = None,
     ) -> None:
         self.task_id = task_id
         self.chain = chain
@@ -124,6 +125,8 @@ class TrainerNode:
         self._emit = on_event or (lambda kind, info: None)
         # A hook that rewrites the delta before encoding: how the demo plays an attacker.
         self._transform = transform_update
+        # Demo only: reproducible training (a seed per round derived from this); default random.
+        self._train_seed = train_seed
         self.summary = NodeSummary()
         self._spec: TaskSpec | None = None
         self._last_phase: tuple[int, RoundPhase] | None = None
@@ -230,7 +233,7 @@ class TrainerNode:
         model.load_state_dict(global_state)
         self._emit("training", {"round": round_no, "epochs": spec.training.local_epochs})
         result = train(
-            model, self.data, spec.training, seed=secrets.randbits(63), privacy=spec.privacy,
+            model, self.data, spec.training, seed=self._seed_for(round_no), privacy=spec.privacy,
             on_epoch=lambda epoch, loss: self._emit("epoch", {"round": round_no, "epoch": epoch, "loss": loss}),
         )  # fmt: skip
         prepared = prepare_update(
@@ -246,6 +249,12 @@ class TrainerNode:
         if result.epsilon is not None:
             self.summary.epsilon = (self.summary.epsilon or 0.0) + result.epsilon
         return state, update
+
+    def _seed_for(self, round_no: int) -> int:
+        if self._train_seed is None:
+            return secrets.randbits(63)
+        material = f"{self._train_seed}/{self.task_id}/{round_no}/{self.address.lower()}".encode()
+        return int.from_bytes(digest_of(material)[:8], "big") >> 1
 
     def _upload_and_reveal(self, state: RoundState, update: bytes) -> None:
         cid = self.store.put(update)
