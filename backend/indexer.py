@@ -53,7 +53,15 @@ OUTCOMES = {
 FLAG_NAMES = {UNAVAILABLE: "unavailable", INVALID: "invalid", HARMFUL: "harmful"}
 # Events after which a round's deadlines or close time may have moved (read from chain state).
 ROUND_CLOCK_EVENTS = frozenset(
-    {"RoundStarted", "Committed", "Revealed", "ScoresCommitted", "ScoresRevealed", "RoundFinalized", "RoundAborted"}
+    {
+        "RoundStarted",
+        "Committed",
+        "Revealed",
+        "ScoresCommitted",
+        "ScoresRevealed",
+        "RoundFinalized",
+        "RoundAborted",
+    }
 )
 
 
@@ -252,7 +260,13 @@ class Indexer:
         trainers = sorted(revealers, key=address_order)
         scores = [int(entry) for entry in args["scores"]]
         if len(scores) != len(trainers):  # the contract refuses such a vector; never expected
-            log.warning("indexer: task %s round %s: %d scores for %d revealers", task_id, round_no, len(scores), len(trainers))
+            log.warning(
+                "indexer: task %s round %s: %d scores for %d revealers",
+                task_id,
+                round_no,
+                len(scores),
+                len(trainers),
+            )
             trainers = trainers[: len(scores)]
         row.scores = {trainer: score_entry(entry) for trainer, entry in zip(trainers, scores, strict=False)}
         row.revealed_tx = event.tx_hash
@@ -338,7 +352,9 @@ class Indexer:
         account = to_checksum_address(account)
         earning = session.get(EarningRow, (task_id, account))
         if earning is None:
-            earning = EarningRow(task_id=task_id, account=account, as_trainer="0", as_validator="0", claimed="0")
+            earning = EarningRow(
+                task_id=task_id, account=account, as_trainer="0", as_validator="0", claimed="0"
+            )
             session.add(earning)
         return earning
 

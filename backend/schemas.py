@@ -164,7 +164,9 @@ class TermsPublic(_Public):
     rounds: int = Field(description="rounds the task runs")
     min_trainers: int = Field(description="quorum: revealed updates a round needs to be finalized")
     max_trainers: int = Field(description="most trainers joined at once")
-    slash_bps: int = Field(description="share of the stake burned for a rejected update or a missed reveal, bps")
+    slash_bps: int = Field(
+        description="share of the stake burned for a rejected update or a missed reveal, bps"
+    )
     commit_window: int = Field(description="seconds a round accepts commitments")
     reveal_window: int = Field(description="seconds after the commit phase for reveals")
     reward_pool: StoredAmount = _stored_amount("tokens paid out over all rounds")
@@ -253,8 +255,12 @@ class SubmissionPublic(_Public):
         description="its consensus value: the stake-weighted median of the validators' normalized "
         "scores, 1e18 = the whole round's value; null until finalized"
     )
-    payout: DecimalAmount | None = Field(description="what the round paid it, base units; null until finalized")
-    slashed: DecimalAmount | None = Field(description="stake burned from it this round, base units; null if none")
+    payout: DecimalAmount | None = Field(
+        description="what the round paid it, base units; null until finalized"
+    )
+    slashed: DecimalAmount | None = Field(
+        description="stake burned from it this round, base units; null if none"
+    )
     num_samples: int | None = Field(
         description="samples it claims, its weight in the aggregate (from the round report); null "
         "unless accepted and published"
@@ -275,7 +281,9 @@ class RoundValidatorPublic(_Public):
     agreement: DecimalAmount | None = Field(
         description="its agreement with the consensus, 1e18 = full; null until finalized"
     )
-    payout: DecimalAmount | None = Field(description="what the round paid it, base units; null until finalized")
+    payout: DecimalAmount | None = Field(
+        description="what the round paid it, base units; null until finalized"
+    )
     slashed: DecimalAmount | None = Field(
         description="stake burned from it for a missed score reveal, base units; null if none"
     )
@@ -285,7 +293,9 @@ class RoundPublic(RoundSummary):
     """One round in full: deadlines, transactions, every submission and every validator."""
 
     task_id: int = Field(description="the market's task id")
-    commit_deadline: int = Field(description="chain time (unix seconds) the commit phase ends (or ended early)")
+    commit_deadline: int = Field(
+        description="chain time (unix seconds) the commit phase ends (or ended early)"
+    )
     reveal_deadline: int = Field(description="chain time the reveal phase ends (or ended early)")
     score_commit_deadline: int | None = Field(
         description="chain time the score-commit phase ends (or ended early)"
@@ -298,9 +308,13 @@ class RoundPublic(RoundSummary):
     validator_payout: DecimalAmount | None = Field(description="what it paid validators; null while open")
     burned: DecimalAmount | None = Field(description="stake it burned in slashes; null while open")
     started_tx: HexHash = Field(description="the startRound transaction")
-    closed_tx: HexHash | None = Field(description="the finalizeRound or abortRound transaction; null while open")
+    closed_tx: HexHash | None = Field(
+        description="the finalizeRound or abortRound transaction; null while open"
+    )
     published_tx: HexHash | None = Field(description="the publishModel transaction; null until published")
-    submissions: list[SubmissionPublic] = Field(description="one per committer, by ascending address (the contract's order)")
+    submissions: list[SubmissionPublic] = Field(
+        description="one per committer, by ascending address (the contract's order)"
+    )
     validators: list[RoundValidatorPublic] = Field(
         description="one per validator that committed scores, by ascending address"
     )

@@ -110,8 +110,9 @@ class CoordinatorClient:
     def round(self, task_id: int, round_no: int) -> dict:
         return self._request("GET", f"/v1/tasks/{task_id}/rounds/{round_no}")
 
-    def rewards(self, task_id: int, address: str) -> dict:
-        return self._request("GET", f"/v1/tasks/{task_id}/rewards/{address}")
+    def earnings(self, task_id: int, address: str) -> dict:
+        """What `address` earned in the task (as trainer and validator), claimed, and can claim."""
+        return self._request("GET", f"/v1/tasks/{task_id}/earnings/{address}")
 
     # ------------------------------------------------------------------ owner actions
 

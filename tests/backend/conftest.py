@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from fedmarket.chain import MarketClient
+from fedmarket.client import CoordinatorClient
 from fedmarket.datasets import load_dataset, train_test_split
 from fedmarket.devnet import dev_accounts
 from fedmarket.learning import LocalData
@@ -27,7 +28,6 @@ from fedmarket.store import HttpStore
 from testkit.coordinator import (
     TEST_SERVER,
     Coordinator,
-    CoordinatorApi,
     Digits,
     PostedTask,
     ScriptedTrainer,
@@ -78,7 +78,7 @@ def start_coordinator(fresh_market, tmp_path) -> Iterator[Callable[..., Coordina
             http = stack.enter_context(TestClient(create_app(settings)))
             # The SDK's clients reach the app through the test client's in-process transport.
             transport = http._transport
-            api = stack.enter_context(CoordinatorApi(TEST_SERVER, transport=transport))
+            api = stack.enter_context(CoordinatorClient(TEST_SERVER, transport=transport))
             store_client = stack.enter_context(HttpStore(TEST_SERVER, transport=transport, retries=0))
             market = MarketClient.connect(fresh_market.rpc_url, fresh_market.deployment)
             return Coordinator(
@@ -121,12 +121,12 @@ def posted_task(coordinator_app, post_task) -> PostedTask:
 def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
     """``make_trainer(coordinator, index, data=None, **kwargs)``: the `index`-th funded trainer
     account as a :class:`ScriptedTrainer` storing blobs through the coordinator's API; its data
-    defaults to 200 digits samples of its own."""
+    defaults to the digits of its own classes (:meth:`Digits.skewed`)."""
 
     def make(
         coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs
     ) -> ScriptedTrainer:
-        data = data if data is not None else digits.share(200 * index, 200 * (index + 1))
+        data = data if data is not None else digits.skewed(index)
         return ScriptedTrainer(
             trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs
         )
@@ -136,16 +136,23 @@ def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
 
 @pytest.fixture
 def make_validator(validators, digits) -> Callable[..., ScriptedValidator]:
-    """``make_validator(coordinator, index, data=None, **kwargs)``: the `index`-th validator
-    account as a :class:`ScriptedValidator` reading blobs through the coordinator's API; its data
-    defaults to its own quarter of the held-out digits (indices 0 to 3; index 4 holds all of them)."""
+    """``make_validator(coordinator, index, data=None, account=None, **kwargs)``: the `index`-th
+    validator account (or `account`) as a :class:`ScriptedValidator` reading blobs through the
+    coordinator's API; its data defaults to its own quarter of the held-out digits (indices 0 to
+    3; index 4 holds all of them)."""
 
     def make(
-        coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs
+        coordinator: Coordinator,
+        index: int,
+        *,
+        data: LocalData | None = None,
+        account: LocalAccount | None = None,
+        **kwargs,
     ) -> ScriptedValidator:
         if data is None:
             parts = VALIDATION_PARTS
             data = digits.validation_share(index, parts) if index < parts else digits.validation
-        return ScriptedValidator(validators[index], coordinator.market, coordinator.store_client, data, **kwargs)
+        account = account or validators[index]
+        return ScriptedValidator(account, coordinator.market, coordinator.store_client, data, **kwargs)
 
     return make

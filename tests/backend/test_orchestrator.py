@@ -9,6 +9,8 @@ pass; every other phase closes early because everyone expected acted.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fedmarket.aggregation import aggregate
@@ -18,7 +20,7 @@ from fedmarket.consensus import HARMFUL, INVALID, SCALE, UNAVAILABLE, Consensus,
 from fedmarket.errors import ContractRevert
 from fedmarket.ledger import RoundLedger, address_order, read_round
 from fedmarket.protocol import BPS, Outcome, RoundPhase, TaskStatus
-from fedmarket.report import RoundReport, SubmissionOutcome
+from fedmarket.report import RoundReport
 from fedmarket.rounds import fetch_model
 from testkit.coordinator import (
     MIN_STAKE,
@@ -161,13 +163,13 @@ def test_honest_trainers_are_paid_by_consensus_over_three_rounds_with_every_phas
         assert clock_moved == [] and round_info.closed_at < started.args["commitDeadline"]
 
         consensus = assert_settled_as_recomputed(coordinator_app, task, round_no)
-        names = {big.address: "big", small.address: "small", noisy.address: "noisy"}
-        print("ROUND", round_no, [(names[t.trainer], t.outcome.name, t.consensus / 1e18, t.payout / 1e18) for t in consensus.trainers])
-        for v in validators:
-            print("  V", [(names[t], v.scored[t].entry, v.scored[t].value) for t in v.trainers])
-        print("  VAL", [(x.agreement / 1e18, x.payout / 1e18) for x in consensus.validators])
-        continue
-        assert all(t.payout > 0 for t in consensus.trainers)
+        results = consensus.by_trainer()
+        assert [results[t.address].outcome for t in trainers] == [
+            Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.WORTHLESS,  # the noisy one's shuffled labels hurt
+        ]  # fmt: skip
+        assert (
+            results[big.address].payout > results[small.address].payout > results[noisy.address].payout == 0
+        )
         # Pay follows consensus: a higher consensus value never earns less.
         ranked = sorted(consensus.trainers, key=lambda t: t.consensus)
         assert [t.payout for t in ranked] == sorted(t.payout for t in ranked)
@@ -194,8 +196,9 @@ def test_honest_trainers_are_paid_by_consensus_over_three_rounds_with_every_phas
         earned[actor.address] = int(body["earned"])
         assert body["claimable"] == body["earned"] and body["claimed"] == "0"
     assert sum(earned.values()) == total_paid
-    assert earned[big.address] > earned[noisy.address]
-    for actor in (*trainers, *validators):
+    assert earned[big.address] > earned[small.address] > 0 and earned[noisy.address] == 0
+    assert market.trainer(task.task_id, noisy.address).stake == MIN_STAKE  # worthless, not slashed
+    for actor in (big, small, *validators):
         balance = market.token_balance(actor.address)
         actor.chain.claim(task.task_id)
         assert market.token_balance(actor.address) == balance + earned[actor.address]
@@ -292,10 +295,14 @@ def test_a_bad_update_is_flagged_by_every_validator_and_settled_by_the_contract(
     assert api[bad.address]["outcome"] == outcome.name.lower()
 
 
-def test_a_zero_update_earns_nothing(coordinator_app, post_task, make_trainer, make_validator, w3):
+def test_a_zero_update_earns_nothing(coordinator_app, post_task, make_trainer, make_validator, digits, w3):
     task = post_task(coordinator_app)
-    honest = [make_trainer(coordinator_app, i) for i in (0, 1)]
-    free_rider = make_trainer(coordinator_app, 2, mode="zero")
+    # Between them the honest trainers hold every class: shrinking their step (what a zero update
+    # does to the average) only loses what they learned. (With a class nobody holds, a smaller
+    # step hurts that class less, and leave-one-out would credit the free rider for it.)
+    halves = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+    honest = [make_trainer(coordinator_app, i, data=digits.classes(halves[i])) for i in (0, 1)]
+    free_rider = make_trainer(coordinator_app, 2, mode="zero", data=digits.share(0, 200))
     validators = [make_validator(coordinator_app, i) for i in range(3)]
     join(task, *honest, free_rider, *validators)
 
@@ -431,7 +438,7 @@ def test_an_inflating_validator_cannot_move_consensus_and_earns_less_than_each_h
     coordinator_app, post_task, make_trainer, make_validator, w3
 ):
     task = post_task(coordinator_app)
-    trainers = [make_trainer(coordinator_app, i) for i in range(3)]
+    trainers = [make_trainer(coordinator_app, i) for i in range(3)]  # label-skewed: all of value
     friend = trainers[2]
     honest = [make_validator(coordinator_app, i) for i in range(3)]
     inflater = make_validator(coordinator_app, 3, rewrite=inflate(friend.address))
@@ -598,3 +605,24 @@ def test_a_coordinator_restarted_between_finalize_and_publish_publishes_and_goes
     assert restarted.api.round(task.task_id, 1)["new_model_cid"] == cid_from_digest(published)
     assert restarted.api.task(task.task_id)["model_cid"] == cid_from_digest(published)
     assert len(events(restarted, "ModelPublished", task.task_id)) == 1
+
+
+def test_a_completed_task_whose_last_model_was_not_published_gets_it_published_by_the_supervisor(
+    start_coordinator, post_task, make_trainer, make_validator, w3, tmp_path
+):
+    first = start_coordinator()
+    task = post_task(first)  # one round: finalizing it completes the task
+    trainers = [make_trainer(first, i) for i in (0, 1)]
+    validators = [make_validator(first, i) for i in (0, 1)]
+    join(task, *trainers, *validators)
+    assert play_round(first, task, trainers, validators, w3, publish=False).action == "finalized"
+    assert first.market.task(task.task_id).status == TaskStatus.COMPLETED
+    first.close()
+
+    # With its background workers, as in production: the task is no longer open, yet it has work.
+    restarted = start_coordinator(data_dir=tmp_path / "coordinator", run_orchestrators=True)
+    deadline = time.monotonic() + 60
+    while not restarted.market.round(task.task_id, 1).model_published:
+        assert time.monotonic() < deadline, "the last round's model was never published"
+        time.sleep(0.1)
+    assert_published_the_aggregate(restarted, task, 1)

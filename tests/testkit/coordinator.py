@@ -22,17 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from web3 import Web3
 
 from backend.orchestrator import StepAction, StepResult
 from backend.services import Services
-from fedmarket.chain import MarketClient, SignedTask
+from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest
 from fedmarket.client import CoordinatorClient
-from fedmarket.client import task_request_body as sdk_task_request_body
 from fedmarket.codec import encode_update, state_delta
 from fedmarket.consensus import MAX_SCORE
 from fedmarket.deploy import ONE_TOKEN
@@ -53,10 +51,9 @@ SLASH_BPS = 5_000
 VALIDATOR_STAKE = 20 * ONE_TOKEN
 VALIDATOR_SHARE_BPS = 1_000
 TEST_SERVER = "http://testserver"
-VALIDATOR_TERMS = (
-    "min_validators", "max_validators", "validator_share_bps", "score_window", "score_reveal_window",
-    "min_validator_stake",
-)  # fmt: skip
+# Label-skewed (non-IID) trainers: each brings classes of its own, so every validator's held-out
+# data tells their updates apart (IID shares of 200 samples differ by noise only).
+SKEWED_CLASSES = ((0, 1, 2), (3, 4, 5), (6, 7, 8, 9))
 
 
 # ---------------------------------------------------------------------- data and specs
@@ -75,6 +72,16 @@ class Digits:
         if shuffle_labels:
             np.random.default_rng(seed).shuffle(y)
         return LocalData(X, y)
+
+    def classes(self, labels: tuple[int, ...]) -> LocalData:
+        """Every training sample of the given classes: a label-skewed (non-IID) trainer, whose
+        update every validator can tell apart from the others'."""
+        keep = np.isin(self.train.y, labels)
+        return LocalData(self.train.X[keep], self.train.y[keep])
+
+    def skewed(self, index: int) -> LocalData:
+        """Trainer `index`'s default data: the classes of ``SKEWED_CLASSES[index % 3]``."""
+        return self.classes(SKEWED_CLASSES[index % len(SKEWED_CLASSES)])
 
     def validation_share(self, index: int, parts: int) -> LocalData:
         """The `index`-th of `parts` disjoint slices of the held-out pool: one validator's own data."""
@@ -130,31 +137,6 @@ def task_terms(spec: TaskSpec, coordinator: str, **overrides) -> TaskTerms:
     return TaskTerms(**fields)
 
 
-def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
-    """The JSON of `POST /v1/tasks`: the SDK's body, with the validator terms added when the SDK's
-    `task_request_body` does not send them yet (every term is signed: none may be left out)."""
-    body = sdk_task_request_body(spec, signed)
-    for name in VALIDATOR_TERMS:
-        value = getattr(signed.terms, name)
-        body["terms"].setdefault(name, str(value) if name == "min_validator_stake" else value)
-    return body
-
-
-class CoordinatorApi(CoordinatorClient):
-    """The SDK's coordinator client with what the tests need of the validators' API on top:
-    :meth:`post_task` sends every term, :meth:`earnings` reads ``/earnings``."""
-
-    def post_task(
-        self, *, spec: TaskSpec, terms: TaskTerms, owner_key, market: MarketClient, valid_for: int = 3600
-    ) -> dict:
-        owner = Account.from_key(owner_key)
-        signed = market.with_account(owner).sign_create_task(terms, deadline=market.chain_time() + valid_for)
-        return self._request("POST", "/v1/tasks", json=task_request_body(spec, signed))
-
-    def earnings(self, task_id: int, address: str) -> dict:
-        return self._request("GET", f"/v1/tasks/{task_id}/earnings/{address}")
-
-
 def advance_chain(w3: Web3, seconds: int) -> None:
     """Moves the chain's clock forward and mines a block at the new time."""
     w3.provider.make_request("evm_increaseTime", [int(seconds)])
@@ -176,7 +158,7 @@ class Coordinator:
     http: TestClient
     services: Services
     market: MarketClient  # read-only view of the market
-    api: CoordinatorApi  # the SDK's HTTP client, over the app
+    api: CoordinatorClient  # the SDK's HTTP client, over the app
     store_client: HttpStore  # the SDK's store client, over the app's /v1/blobs
     close: Callable[[], None]  # shuts the app down (its lifespan's exit), as a stop would
 
@@ -330,7 +312,10 @@ def inflate(favourite: str, factor: int = 1000) -> Callable[[list[str], list[int
 
     def rewrite(trainers: list[str], entries: list[int]) -> list[int]:
         best = max([e for e in entries if 0 < e <= MAX_SCORE] or [10**9])
-        return [min(MAX_SCORE, best * factor) if t == favourite else e for t, e in zip(trainers, entries, strict=True)]
+        return [
+            min(MAX_SCORE, best * factor) if t == favourite else e
+            for t, e in zip(trainers, entries, strict=True)
+        ]
 
     return rewrite
 
@@ -432,34 +417,44 @@ class ScriptedValidator:
             return
         self._timed("chain", self.chain.reveal_scores, task_id, self.entries, self.salt)
 
-    def step(self, task_id: int, spec: TaskSpec) -> bool:
-        """Does what the current phase asks of this validator, as a node's loop would; False when
-        there is nothing to do (for tests where the coordinator runs on its own)."""
+    def step(self, task_id: int, spec: TaskSpec) -> RoundPhase | None:
+        """Does what the current phase asks of this validator, as a node's loop would (for tests
+        where the coordinator runs on its own); the phase it acted in, None when nothing was due."""
         phase = self.chain.phase(task_id)
         round_no = self.chain.task(task_id).current_round
         mine = self.chain.score_commitment(task_id, self.address)
         if phase == RoundPhase.SCORE_COMMIT and mine.round_no != round_no and self.mode != "absent":
             self.score(task_id, spec)
             self.commit(task_id)
-            return True
+            return phase
         if (
             phase == RoundPhase.SCORE_REVEAL and mine.round_no == round_no == self.round_no
             and not mine.revealed and self.mode == "honest"
         ):  # fmt: skip
             self.reveal(task_id)
-            return True
-        return False
+            return phase
+        return None
 
 
-def send_scores(task: PostedTask, validators: list[ScriptedValidator]) -> None:
+def send_scores(
+    task: PostedTask,
+    validators: list[ScriptedValidator],
+    w3: Web3 | None = None,
+    *,
+    moved: list | None = None,
+) -> None:
     """The validators' part of a round in its score phases: all score and commit, then all reveal
-    (each as its mode says). Nothing happens unless the round is in its score-commit phase."""
+    (each as its mode says). Nothing happens unless the round is in its score-commit phase. When
+    a joined validator did not commit, the reveals wait for the score-commit deadline: with `w3`
+    the clock is moved past it (and ``SCORE_COMMIT`` appended to `moved`)."""
     market = validators[0].market if validators else None
     if market is None or market.phase(task.task_id) != RoundPhase.SCORE_COMMIT:
         return
     for validator in validators:
         validator.score(task.task_id, task.spec)
         validator.commit(task.task_id)
+    if w3 is not None and pass_phase(market, w3, task.task_id, RoundPhase.SCORE_COMMIT) and moved is not None:
+        moved.append(RoundPhase.SCORE_COMMIT)
     for validator in validators:
         validator.reveal(task.task_id)
 
@@ -514,7 +509,7 @@ def play_round(
     for phase in (RoundPhase.COMMIT, RoundPhase.REVEAL):
         if pass_phase(market, w3, task.task_id, phase):
             clock_moved.append(phase)
-    send_scores(task, validators)
+    send_scores(task, validators, w3, moved=clock_moved)
     for phase in (RoundPhase.SCORE_COMMIT, RoundPhase.SCORE_REVEAL):
         if pass_phase(market, w3, task.task_id, phase):
             clock_moved.append(phase)
