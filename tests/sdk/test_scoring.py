@@ -59,14 +59,21 @@ def score(reveals, spec=SPEC):
     )
 
 
-def test_honest_updates_get_their_leave_one_out_value_in_score_units():
-    # Both (equal samples): weights 0.75, loss 6 * 0.25**2 = 0.375. Without A: 0.5, loss 1.5, so
-    # A's value is 1.125. Without B: 1.0, loss 0, so B's value is -0.375 (it dilutes A; above the
-    # harm threshold of -0.5, so it is a score, not a flag).
+def test_honest_updates_get_the_value_of_their_content_in_score_units():
+    # Both (equal samples): weights 0.75, loss 6 * 0.25**2 = 0.375. A zeroed (weight kept): 0.25,
+    # loss 3.375, so A's value is 3.0. B zeroed: 0.5, loss 1.5, so B's value is 1.125: its content
+    # helps, even though dropping it altogether would let A's step grow (and look better).
     entries = score([revealed(A, update(A, 1.0)), revealed(B, update(B, 0.5))])
     a, b = entries[to_checksum_address(A)], entries[to_checksum_address(B)]
-    assert a.value == pytest.approx(1.125) and a.entry == round(a.value / SCORE_UNIT)
-    assert b.value == pytest.approx(-0.375) and b.entry == round(b.value / SCORE_UNIT) < 0
+    assert a.value == pytest.approx(3.0) and a.entry == round(a.value / SCORE_UNIT)
+    assert b.value == pytest.approx(1.125) and b.entry == round(b.value / SCORE_UNIT)
+
+
+def test_a_zero_update_is_worth_exactly_nothing_even_when_it_shrinks_an_overshooting_step():
+    # A overshoots (2.0 where 1.0 is best): a zero update halves the step and the loss drops to 0,
+    # yet its content adds nothing, so its value is 0 (dropping it would have credited it 6.0).
+    entries = score([revealed(A, update(A, 2.0)), revealed(B, update(B, 0.0))])
+    assert entries[to_checksum_address(B)].value == 0.0 and entries[to_checksum_address(B)].entry == 0
 
 
 def test_entries_are_keyed_by_checksummed_address():
@@ -123,8 +130,8 @@ def test_garbage_and_an_update_over_the_norm_bound_are_invalid():
 def test_a_harmful_update_is_flagged_and_the_others_are_scored_again_without_it():
     entries = score([revealed(A, update(A, 1.0)), revealed(B, update(B, 1.0)), revealed(C, update(C, -2.0))])
     assert entries[to_checksum_address(C)].entry == HARMFUL
-    # Scored again without C: A and B are identical, so each one's value is 0 (the other carries it).
-    assert entries[to_checksum_address(A)].value == pytest.approx(0.0, abs=1e-6)
+    # Scored again without C: A and B both at 1.0, loss 0; either zeroed: 0.5, loss 1.5.
+    assert entries[to_checksum_address(A)].value == pytest.approx(1.5)
 
 
 def test_scores_are_clipped_to_the_contracts_range():
