@@ -126,7 +126,7 @@ def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
     def make(
         coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs
     ) -> ScriptedTrainer:
-        data = data if data is not None else digits.skewed(index)
+        data = data if data is not None else digits.iid(index)
         return ScriptedTrainer(
             trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs
         )

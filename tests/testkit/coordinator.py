@@ -54,6 +54,7 @@ TEST_SERVER = "http://testserver"
 # Label-skewed (non-IID) trainers: each brings classes of its own, so every validator's held-out
 # data tells their updates apart (IID shares of 200 samples differ by noise only).
 SKEWED_CLASSES = ((0, 1, 2), (3, 4, 5), (6, 7, 8, 9))
+IID_SHARE = 300
 
 
 # ---------------------------------------------------------------------- data and specs
@@ -80,8 +81,15 @@ class Digits:
         return LocalData(self.train.X[keep], self.train.y[keep])
 
     def skewed(self, index: int) -> LocalData:
-        """Trainer `index`'s default data: the classes of ``SKEWED_CLASSES[index % 3]``."""
+        """The classes of ``SKEWED_CLASSES[index % 3]``: a strongly label-skewed trainer."""
         return self.classes(SKEWED_CLASSES[index % len(SKEWED_CLASSES)])
+
+    def iid(self, index: int, size: int = IID_SHARE) -> LocalData:
+        """Trainer `index`'s default data: its own IID slice of the pool (the leave-one-out value
+        of an honest update on it is clearly positive: zeroing it shrinks a useful step)."""
+        slices = len(self.train) // size
+        start = (index % slices) * size
+        return self.share(start, start + size)
 
     def validation_share(self, index: int, parts: int) -> LocalData:
         """The `index`-th of `parts` disjoint slices of the held-out pool: one validator's own data."""
