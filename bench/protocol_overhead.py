@@ -81,13 +81,13 @@ from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import load_dataset  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account  # noqa: E402
-from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
+from fedmarket.learning import LocalData, train  # noqa: E402
 from fedmarket.ledger import read_round  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.protocol import TaskTerms, make_score_commitment, new_salt  # noqa: E402
 from fedmarket.report import RoundReport, SubmissionOutcome  # noqa: E402
 from fedmarket.rounds import PreparedUpdate, prepare_update  # noqa: E402
-from fedmarket.scoring import RULES, Revealed  # noqa: E402
+from fedmarket.scoring import RULES, Revealed, losses_on  # noqa: E402
 from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
 from fedmarket.store import DirectoryStore  # noqa: E402
 from scripts.gas_report import TARGETS as GAS_TARGETS  # noqa: E402
@@ -259,15 +259,11 @@ class SimulatedValidator:
             global_state = decode_model(blob, model=model)
         revealed = [Revealed(t, h, store.get(cid_from_digest(h))) for t, h in ledger.reveals.items()]
 
-        def loss_of_state(state) -> float:
-            model.load_state_dict(state)
-            return evaluate(model, self.data).loss
-
         started = time.perf_counter()
         with watch.span("scoring"):
             scored = RULES[spec.scoring.method](
                 spec=spec, task_id=task_id, round_no=round_no, global_state=global_state,
-                revealed=revealed, loss_of_state=loss_of_state,
+                revealed=revealed, losses_of_state=losses_on(model, self.data),
             )  # fmt: skip
         scoring = time.perf_counter() - started
         self.entries = [scored[t].entry for t in ledger.trainers]

@@ -8,7 +8,10 @@ with the same signature (:data:`ScoringRule`).
 
 The default rule, leave-one-out (LOO): an update's value is the validation loss of the round's
 aggregate with that update's delta replaced by zeros (same aggregation weight) minus the loss with
-it (positive: it helped). Zeroing rather than dropping it values what the update *says*, not what
+it (positive: it helped), averaged over the validator's samples. A value within
+``spec.scoring.significance`` standard errors of zero (paired per-sample differences) is scored 0:
+on a few hundred samples, an update that changes nothing measurable (noise, a near-copy of the
+model) must not be paid for luck. Zeroing rather than dropping it values what the update *says*, not what
 its weight does: dropping an update also enlarges the others' step, so a zero or pure-noise update
 that merely shrinks an overshooting step would look helpful (measured on the demo: a free rider
 and a noise attacker were paid ~150 FMT each with dropping). A zero update is worth exactly 0.
@@ -23,23 +26,37 @@ Entries:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from eth_utils import to_checksum_address
-from torch import Tensor
+from torch import Tensor, nn
 
 from fedmarket.aggregation import Delta, aggregate
 from fedmarket.codec import apply_delta, decode_update, update_norm
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
 from fedmarket.errors import CodecError
+from fedmarket.learning import LocalData, sample_losses
 from fedmarket.report import RejectionReason
 from fedmarket.spec import AggregationSettings, TaskSpec
 
 SCORE_UNIT = 1e-9  # a score of 1 is a validation-loss improvement of 1e-9
 
-LossFn = Callable[[Mapping[str, Tensor]], float]
+LossesFn = Callable[[Mapping[str, Tensor]], np.ndarray]  # per-sample losses on the validator's data
+
+
+@dataclass(frozen=True)
+class Value:
+    """An update's mean per-sample loss improvement and its standard error."""
+
+    mean: float
+    stderr: float
+
+    def significant(self, z: float) -> bool:
+        return abs(self.mean) > z * self.stderr
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class ScoredUpdate:
     reason: RejectionReason | None = None
     detail: str | None = None
     value: float | None = None  # LOO value in loss units, for scored and harmful updates
+    stderr: float | None = None  # its standard error over the validator's samples
     num_samples: int = 0
     norm: float | None = None
 
@@ -67,21 +85,37 @@ class ScoredUpdate:
 ScoringRule = Callable[..., dict[str, ScoredUpdate]]
 
 
+def losses_on(model: nn.Module, data: LocalData) -> LossesFn:
+    """The `losses_of_state` of a validator holding `data`: loads a state into `model` (reused,
+    so a round builds one model) and returns each sample's loss."""
+
+    def losses_of_state(state: Mapping[str, Tensor]) -> np.ndarray:
+        model.load_state_dict(state)
+        return sample_losses(model, data)
+
+    return losses_of_state
+
+
 def leave_one_out_values(
-    deltas: Sequence[Delta], num_samples: Sequence[int], *, settings: AggregationSettings, loss_of: LossFn
-) -> list[float]:
-    """``loss_of(aggregate with update i zeroed) - loss_of(aggregate of all)`` per update, the
-    weights unchanged (see the module docstring). Calls ``loss_of`` ``n + 1`` times."""
+    deltas: Sequence[Delta], num_samples: Sequence[int], *, settings: AggregationSettings, losses_of: LossesFn
+) -> list[Value]:
+    """Per update: the per-sample losses of the aggregate with that update zeroed minus those of
+    the aggregate of all, the weights unchanged (see the module docstring), as mean and standard
+    error. Calls ``losses_of`` ``n + 1`` times."""
     if not deltas:
         return []
-    full_loss = float(loss_of(aggregate(deltas, num_samples, settings).delta))
+    full = np.asarray(losses_of(aggregate(deltas, num_samples, settings).delta), dtype=np.float64)
     values = []
     for zeroed in range(len(deltas)):
         silenced = [
             {key: torch.zeros_like(t) for key, t in delta.items()} if i == zeroed else delta
             for i, delta in enumerate(deltas)
         ]
-        values.append(float(loss_of(aggregate(silenced, num_samples, settings).delta)) - full_loss)
+        paired = (
+            np.asarray(losses_of(aggregate(silenced, num_samples, settings).delta), dtype=np.float64) - full
+        )
+        stderr = float(paired.std(ddof=1) / math.sqrt(len(paired))) if len(paired) > 1 else 0.0
+        values.append(Value(float(paired.mean()), stderr))
     return values
 
 
@@ -137,10 +171,11 @@ def score_leave_one_out(
     round_no: int,
     global_state: Mapping[str, Tensor],
     revealed: Sequence[Revealed],
-    loss_of_state: LossFn,
+    losses_of_state: LossesFn,
 ) -> dict[str, ScoredUpdate]:
     """Entries by trainer (checksummed). `revealed` in reveal (chain) order: of two identical
-    updates the first keeps its place. `loss_of_state(state)` is the loss on the validator's data."""
+    updates the first keeps its place. `losses_of_state(state)`: per-sample losses on the
+    validator's data."""
     seen: set[bytes] = set()
     results: dict[str, ScoredUpdate] = {}
     candidates: list[tuple[str, dict[str, Tensor], int, float | None]] = []
@@ -154,23 +189,29 @@ def score_leave_one_out(
             assert delta is not None
             candidates.append((to_checksum_address(item.trainer), delta, samples, norm))
 
-    def loss_of(delta: Mapping[str, Tensor]) -> float:
-        return loss_of_state(apply_delta(global_state, delta))
+    def losses_of(delta: Mapping[str, Tensor]) -> np.ndarray:
+        return losses_of_state(apply_delta(global_state, delta))
 
-    threshold = spec.scoring.harm_threshold
+    threshold, z = spec.scoring.harm_threshold, spec.scoring.significance
     while candidates:  # terminates: each pass with a harmful update removes it
         values = leave_one_out_values(
-            [c[1] for c in candidates], [c[2] for c in candidates], settings=spec.aggregation, loss_of=loss_of
+            [c[1] for c in candidates],
+            [c[2] for c in candidates],
+            settings=spec.aggregation,
+            losses_of=losses_of,
         )
-        harmful = {c[0] for c, value in zip(candidates, values, strict=True) if value < threshold}
+        harmful = {c[0] for c, value in zip(candidates, values, strict=True) if value.mean < threshold}
         for (trainer, _, samples, norm), value in zip(candidates, values, strict=True):
             if trainer in harmful:
-                detail = f"leave-one-out value {value:.4f} < harm threshold {threshold}"
+                detail = f"leave-one-out value {value.mean:.4f} < harm threshold {threshold}"
                 results[trainer] = ScoredUpdate(
-                    trainer, HARMFUL, RejectionReason.HARMFUL, detail, value, samples, norm
+                    trainer, HARMFUL, RejectionReason.HARMFUL, detail, value.mean, value.stderr, samples, norm
                 )
             elif not harmful:
-                results[trainer] = ScoredUpdate(trainer, to_entry(value), None, None, value, samples, norm)
+                entry = to_entry(value.mean) if value.significant(z) else 0
+                results[trainer] = ScoredUpdate(
+                    trainer, entry, None, None, value.mean, value.stderr, samples, norm
+                )
         if not harmful:
             break
         candidates = [c for c in candidates if c[0] not in harmful]

@@ -23,12 +23,12 @@ from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.files import atomic_write
-from fedmarket.learning import LocalData, evaluate
+from fedmarket.learning import LocalData
 from fedmarket.ledger import read_round
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskStatus, make_score_commitment, new_salt
 from fedmarket.rounds import fetch_model, fetch_spec
-from fedmarket.scoring import RULES, Revealed, ScoredUpdate
+from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
 
@@ -216,14 +216,10 @@ class ValidatorNode:
         revealed = [Revealed(t, h, self._fetch(h)) for t, h in ledger.reveals.items()]  # reveal order
         model = build_model(spec)
 
-        def loss_of_state(state) -> float:
-            model.load_state_dict(state)
-            return evaluate(model, self.data).loss
-
         self._emit("scoring", {"round": round_no, "updates": len(trainers)})
         entries = RULES[spec.scoring.method](
             spec=spec, task_id=self.task_id, round_no=round_no, global_state=global_state,
-            revealed=revealed, loss_of_state=loss_of_state,
+            revealed=revealed, losses_of_state=losses_on(model, self.data),
         )  # fmt: skip
         return trainers, [entries[t] for t in trainers]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 import torch
 from eth_utils import to_checksum_address
@@ -31,8 +32,9 @@ TARGET = {"0.weight": torch.ones(2, 2), "0.bias": torch.ones(2)}  # loss of GLOB
 FEDAVG = AggregationSettings(method="fedavg", max_weight_share=1.0)
 
 
-def loss_of_state(state) -> float:
-    return float(sum(((state[k] - TARGET[k]) ** 2).sum() for k in TARGET))
+def loss_of_state(state) -> np.ndarray:
+    """One "sample": the distance to TARGET (with one sample there is no standard error)."""
+    return np.array([float(sum(((state[k] - TARGET[k]) ** 2).sum() for k in TARGET))])
 
 
 def delta(value: float) -> dict[str, torch.Tensor]:
@@ -55,7 +57,7 @@ def score(reveals, spec=SPEC):
         round_no=ROUND,
         global_state=GLOBAL,
         revealed=reveals,
-        loss_of_state=loss_of_state,
+        losses_of_state=loss_of_state,
     )
 
 
@@ -139,4 +141,19 @@ def test_scores_are_clipped_to_the_contracts_range():
 
 
 def test_leave_one_out_of_no_updates_is_empty():
-    assert leave_one_out_values([], [], settings=FEDAVG, loss_of=lambda d: 0.0) == []
+    assert leave_one_out_values([], [], settings=FEDAVG, losses_of=lambda d: np.zeros(1)) == []
+
+
+def test_a_value_within_the_noise_of_the_validators_data_scores_zero():
+    # Two "samples" that disagree: the improvement averages 0.05 with a standard error of 0.95.
+    def noisy_losses(state) -> np.ndarray:
+        shift = float(state["0.bias"][0])
+        return np.array([1.0 - shift, 1.0 + 0.9 * shift])
+
+    entries = score_leave_one_out(
+        spec=SPEC, task_id=TASK, round_no=ROUND, global_state=GLOBAL,
+        revealed=[revealed(A, update(A, 1.0))], losses_of_state=noisy_losses,
+    )  # fmt: skip
+    scored = entries[to_checksum_address(A)]
+    assert scored.value == pytest.approx(0.05) and scored.stderr == pytest.approx(0.95)
+    assert scored.entry == 0  # not significant: paid nothing, flagged nothing

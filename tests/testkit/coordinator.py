@@ -35,12 +35,12 @@ from fedmarket.codec import encode_update, state_delta
 from fedmarket.consensus import MAX_SCORE
 from fedmarket.deploy import ONE_TOKEN
 from fedmarket.errors import FedmarketError
-from fedmarket.learning import LocalData, evaluate, train
+from fedmarket.learning import LocalData, train
 from fedmarket.ledger import RoundLedger, read_round
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskTerms, make_score_commitment, new_salt
 from fedmarket.rounds import DeltaRewrite, PreparedUpdate, fetch_model, prepare_update
-from fedmarket.scoring import RULES, Revealed, ScoredUpdate
+from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import ContentStore, HttpStore
 from testkit.market import MarketEnv
@@ -395,14 +395,10 @@ class ScriptedValidator:
             self._model = build_model(spec)
         model = self._model
 
-        def loss_of_state(state) -> float:
-            model.load_state_dict(state)
-            return evaluate(model, self.data).loss
-
         started = time.perf_counter()
         self.scored = RULES[spec.scoring.method](
             spec=spec, task_id=task_id, round_no=self.round_no, global_state=global_state,
-            revealed=revealed, loss_of_state=loss_of_state,
+            revealed=revealed, losses_of_state=losses_on(model, self.data),
         )  # fmt: skip
         self.timings["scoring"] += time.perf_counter() - started
         entries = [self.scored[t].entry for t in self.trainers]
