@@ -39,6 +39,13 @@ pragma solidity ^0.8.24;
  *   the sum is 0); those with a[v] >= MIN_AGREEMENT split budget * validatorShareBps in
  *   proportion to a[v]. A validator that committed scores and did not reveal them is slashed.
  * What nobody earns stays in the pool.
+ *
+ * Constants (public on TaskMarket): MAX_TRAINERS and MAX_VALIDATORS cap `maxTrainers` and
+ * `maxValidators` (and so the cost of {finalizeRound}); MAX_SCORE = 2**128 - 1; MIN_AGREEMENT =
+ * 5e17; the flags SCORE_UNAVAILABLE = type(int256).min, SCORE_INVALID = min + 1, SCORE_HARMFUL =
+ * min + 2; BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD. Each early close sets its
+ * phase's deadline to the current time; the later phases then follow back to back, each for its
+ * window.
  */
 interface ITaskMarket {
     /// @notice Everything a task owner commits to when posting a task. Signed as EIP-712 data.
@@ -208,7 +215,8 @@ interface ITaskMarket {
     error TaskMarketScoresNotCommitted(uint256 taskId, address validator, uint16 round);
     error TaskMarketScoresAlreadyRevealed(uint256 taskId, address validator, uint16 round);
     error TaskMarketScoreCommitmentMismatch(uint256 taskId, address validator);
-    /// @dev A score vector needs one entry per revealer of the round.
+    /// @dev A score vector needs one entry per revealer of the round (and a settlement one vector
+    /// per listed validator).
     error TaskMarketScoreCountMismatch(uint256 taskId, uint256 given, uint256 expected);
     /// @dev Entry `index` is neither a flag nor a score within +-MAX_SCORE.
     error TaskMarketScoreOutOfRange(uint256 taskId, uint256 index);

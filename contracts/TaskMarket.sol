@@ -15,25 +15,17 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {ITaskMarket} from "./ITaskMarket.sol";
 
 /**
- * @title TaskMarket
- * @notice Reward pools, stakes, commit/reveal rounds for trainers and validators, on-chain
- * consensus, slashing and claims for federated-learning tasks. See {ITaskMarket} for the protocol.
- * @dev Pausing (by the contract owner) stops new tasks, joins, new rounds, commits and settlement.
- * Reveals (of updates and of scores) stay open, so that nobody is slashed for a pause, and so does
- * every way for money to leave (claim, leave, leaveValidator, withdrawStake, cancelTask).
- *
- * Storage is packed for the gas targets in docs/protocol.md: {commit} and {reveal} touch one slot of
- * task state, one round slot, one trainer slot and one commitment slot each; {commitScores} and
- * {revealScores} the same with a validator slot. Terms and rounds are stored in their own layouts
- * ({StoredTerms}, {StoredRound}); the views return the interface's structs.
+ * @title TaskMarketStorage
+ * @notice The state of a {TaskMarket} and what both of its contracts need to read it.
+ * @dev {TaskMarket} delegates settlement to {TaskMarketSettlement} (one contract would exceed the
+ * 24 KiB code size limit). Both inherit this contract first, so that its state variables take the
+ * same slots in both; neither declares state of its own. Terms and rounds are stored in their own
+ * layouts ({StoredTerms}, {StoredRound}); the views return the interface's structs.
  */
-contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, ReentrancyGuardTransient {
-    using SafeERC20 for IERC20;
-    using SafeCast for uint256;
-
-    /// @notice Most trainers a task may admit (`maxTrainers`): bounds the cost of {finalizeRound}.
+abstract contract TaskMarketStorage {
+    /// @notice Most trainers a task may admit (`maxTrainers`): bounds the cost of {TaskMarket-finalizeRound}.
     uint16 public constant MAX_TRAINERS = 256;
-    /// @notice Most validators a task may admit (`maxValidators`): bounds the cost of {finalizeRound}.
+    /// @notice Most validators a task may admit (`maxValidators`): bounds the cost of {TaskMarket-finalizeRound}.
     uint16 public constant MAX_VALIDATORS = 16;
     /// @notice A score entry lies within +-MAX_SCORE unless it is a flag.
     int256 public constant MAX_SCORE = int256(uint256(type(uint128).max));
@@ -45,41 +37,14 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
     int256 public constant SCORE_INVALID = type(int256).min + 1;
     /// @notice Flag: the update makes the model worse beyond the task's harm threshold.
     int256 public constant SCORE_HARMFUL = type(int256).min + 2;
-    /// @notice Where slashed stake goes: burned, so that no party profits from causing a slash.
+    /// @notice Where slashed stake goes: burned, so that nobody profits from causing a slash.
     address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
 
     /// @dev Denominator of `slashBps` and `validatorShareBps`: basis points.
-    uint256 private constant BPS = 10_000;
-    /// @dev Fixed point of normalized scores, consensus values and agreements.
-    uint256 private constant SCALE = 1e18;
+    uint256 internal constant BPS = 10_000;
 
-    /// @dev Placeholder written to a trainer's commitment slot (and a validator's score-commitment
-    /// slot) at join, so that every commit is a non-zero to non-zero store (5,000 gas) rather than
-    /// a fresh one (22,100): keeps commit and commitScores under 50k gas. Never a valid commitment
-    /// (a keccak256 output of 1 is infeasible).
-    bytes32 private constant EMPTY_COMMITMENT = bytes32(uint256(1));
-
-    /// @dev Settlement marks for flagged entries in the normalized matrix (a normalized score is at
-    /// most SCALE, far below both): the median and the agreement then need no calldata.
-    uint256 private constant MARK_UNAVAILABLE = 1 << 255;
-    uint256 private constant MARK_FLAGGED = 1 << 254; // INVALID or HARMFUL
-
-    bytes32 private constant TASK_TERMS_TYPEHASH = keccak256(
-        "TaskTerms(bytes32 specHash,address coordinator,uint16 rounds,uint16 minTrainers,uint16 maxTrainers,"
-        "uint16 slashBps,uint32 commitWindow,uint32 revealWindow,uint256 rewardPool,uint256 minStake,"
-        "uint16 minValidators,uint16 maxValidators,uint16 validatorShareBps,uint32 scoreWindow,"
-        "uint32 scoreRevealWindow,uint256 minValidatorStake)"
-    );
-    bytes32 private constant CREATE_TASK_TYPEHASH = keccak256(
-        "CreateTask(TaskTerms terms,address owner,uint256 nonce,uint256 deadline)"
-        "TaskTerms(bytes32 specHash,address coordinator,uint16 rounds,uint16 minTrainers,uint16 maxTrainers,"
-        "uint16 slashBps,uint32 commitWindow,uint32 revealWindow,uint256 rewardPool,uint256 minStake,"
-        "uint16 minValidators,uint16 maxValidators,uint16 validatorShareBps,uint32 scoreWindow,"
-        "uint32 scoreRevealWindow,uint256 minValidatorStake)"
-    );
-
-    /// @dev {TaskTerms} in 4 slots instead of 7 (every amount fits in uint96, see _validateTerms),
-    /// grouped so that each call reads as few slots as it can.
+    /// @dev {ITaskMarket-TaskTerms} in 4 slots instead of 7 (every amount fits in uint96, see
+    /// TaskMarket._validateTerms), grouped so that each call reads as few slots as it can.
     struct StoredTerms {
         bytes32 specHash;
         address coordinator;
@@ -101,10 +66,10 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         uint96 minValidatorStake;
     }
 
-    /// @dev A {Round} as stored. The first slot holds everything the phase clock and the counters
-    /// need, so that commits and reveals touch one round slot. Deadlines are kept as the commit
-    /// deadline and the length of each later phase: an early close rewrites one field and the later
-    /// deadlines follow it back to back, without reading the terms.
+    /// @dev An {ITaskMarket-Round} as stored. The first slot holds everything the phase clock and
+    /// the counters need, so that commits and reveals touch one round slot. Deadlines are kept as
+    /// the commit deadline and the length of each later phase: an early close rewrites one field and
+    /// the later deadlines follow it back to back, without reading the terms.
     struct StoredRound {
         uint40 commitDeadline;
         uint32 revealLength; // revealDeadline - commitDeadline
@@ -124,39 +89,652 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         bytes32 reportHash;
     }
 
+    IERC20 internal immutable _token;
+
+    uint256 internal _taskCount;
+    mapping(uint256 taskId => StoredTerms) internal _terms;
+    mapping(uint256 taskId => ITaskMarket.TaskState) internal _state;
+    mapping(uint256 taskId => mapping(uint16 round => StoredRound)) internal _rounds;
+    mapping(uint256 taskId => mapping(address trainer => ITaskMarket.Trainer)) internal _trainers;
+    /// @dev The trainer's commitment for its `lastCommitRound` (EMPTY_COMMITMENT before its first).
+    mapping(uint256 taskId => mapping(address trainer => bytes32)) internal _commitments;
+    mapping(uint256 taskId => mapping(address validator => ITaskMarket.Validator)) internal _validators;
+    /// @dev The validator's score commitment for its `lastScoreCommitRound`, replaced by
+    /// `keccak256(abi.encode(scores))` once revealed (EMPTY_COMMITMENT before its first).
+    mapping(uint256 taskId => mapping(address validator => bytes32)) internal _scoreCommitments;
+
+    constructor(IERC20 token_) {
+        _token = token_;
+    }
+
+    function _existingTask(uint256 taskId) internal view returns (ITaskMarket.TaskState storage state) {
+        state = _state[taskId];
+        if (state.status == ITaskMarket.TaskStatus.None) revert ITaskMarket.TaskMarketUnknownTask(taskId);
+    }
+
+    function _openTask(uint256 taskId) internal view returns (ITaskMarket.TaskState storage state) {
+        state = _existingTask(taskId);
+        if (state.status != ITaskMarket.TaskStatus.Open) {
+            revert ITaskMarket.TaskMarketTaskNotOpen(taskId, state.status);
+        }
+    }
+
+    function _phase(ITaskMarket.TaskState storage state, StoredRound storage round)
+        internal
+        view
+        returns (ITaskMarket.RoundPhase)
+    {
+        if (state.currentRound == 0) return ITaskMarket.RoundPhase.None;
+        if (round.closed) return round.aborted ? ITaskMarket.RoundPhase.Aborted : ITaskMarket.RoundPhase.Finalized;
+        uint256 deadline = round.commitDeadline;
+        if (block.timestamp < deadline && round.commitCount < state.trainerCount) return ITaskMarket.RoundPhase.Commit;
+        deadline += round.revealLength;
+        if (block.timestamp < deadline && round.revealCount < round.commitCount) return ITaskMarket.RoundPhase.Reveal;
+        deadline += round.scoreCommitLength;
+        if (block.timestamp < deadline && round.scoreCommitCount < state.validatorCount) {
+            return ITaskMarket.RoundPhase.ScoreCommit;
+        }
+        deadline += round.scoreRevealLength;
+        if (block.timestamp < deadline && round.scoreRevealCount < round.scoreCommitCount) {
+            return ITaskMarket.RoundPhase.ScoreReveal;
+        }
+        return ITaskMarket.RoundPhase.Settling;
+    }
+
+    /// @dev keccak256(abi.encode(scores)), built in scratch memory past the free memory pointer
+    /// (left where it is): settling hashes up to MAX_VALIDATORS vectors without growing memory.
+    function _hashScores(int256[] calldata scores) internal pure returns (bytes32 hash) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := shl(5, scores.length)
+            mstore(ptr, 0x20)
+            mstore(add(ptr, 0x20), scores.length)
+            calldatacopy(add(ptr, 0x40), scores.offset, size)
+            hash := keccak256(ptr, add(size, 0x40))
+        }
+    }
+
+    /// @dev Rounds not yet closed, the current one included when it is open.
+    function _roundsLeft(uint256 taskId, ITaskMarket.TaskState storage state, StoredTerms storage terms)
+        internal
+        view
+        returns (uint256)
+    {
+        uint16 current = state.currentRound;
+        bool currentOpen = current != 0 && !_rounds[taskId][current].closed;
+        return terms.rounds - current + (currentOpen ? 1 : 0);
+    }
+}
+
+/**
+ * @title TaskMarketSettlement
+ * @notice The settlement half of a {TaskMarket}: {finalizeRound} (the round's consensus, payouts
+ * and slashes) and {abortRound}. Deployed by the market's constructor and only ever run through
+ * the market's delegatecall, in the market's storage, behind its pause and re-entrancy guards.
+ * @dev Called directly, it sees its own storage, which holds no task: every call reverts
+ * {ITaskMarket-TaskMarketUnknownTask}.
+ */
+contract TaskMarketSettlement is TaskMarketStorage {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @dev Fixed point of normalized scores, consensus values and agreements.
+    uint256 private constant SCALE = 1e18;
+
+    /// @dev Settlement marks for flagged entries in the normalized matrix (a normalized score is at
+    /// most SCALE, far below both): the median and the agreement then need no calldata.
+    uint256 private constant MARK_UNAVAILABLE = 1 << 255;
+    uint256 private constant MARK_FLAGGED = 1 << 254; // INVALID or HARMFUL
+
     /// @dev One round's score matrix as the consensus reads it (indexes follow the settlement lists).
     struct Votes {
         uint256 trainers; // n, the row length
         uint256[] entries; // row v: validator v's normalized entries, or a MARK_* for a flag
         uint256[] stakes; // w[v]
         uint256[] own; // own[v]: index of validator v among the trainers, n if it is none of them
-        uint256[] sortedValues; // scratch for one trainer's median
-        uint256[] sortedWeights;
+        uint256[] sorted; // scratch for one trainer's median: (entry << 128) | weight, ascending
     }
 
     /// @dev What consensus made of a round.
     struct Tally {
-        Outcome[] outcomes; // per trainer
+        ITaskMarket.Outcome[] outcomes; // per trainer
         uint256[] values; // c[i]
         uint256[] agreements; // a[v]
         uint256 totalValue; // sum of c[i]
         uint256 eligible; // sum of a[v] over validators at or above MIN_AGREEMENT
     }
 
-    IERC20 private immutable _token;
-    uint256 private immutable _settlementGrace;
+    constructor(IERC20 token_) TaskMarketStorage(token_) {}
 
-    uint256 private _taskCount;
-    mapping(uint256 taskId => StoredTerms) private _terms;
-    mapping(uint256 taskId => TaskState) private _state;
-    mapping(uint256 taskId => mapping(uint16 round => StoredRound)) private _rounds;
-    mapping(uint256 taskId => mapping(address trainer => Trainer)) private _trainers;
-    /// @dev The trainer's commitment for its `lastCommitRound` (EMPTY_COMMITMENT before its first).
-    mapping(uint256 taskId => mapping(address trainer => bytes32)) private _commitments;
-    mapping(uint256 taskId => mapping(address validator => Validator)) private _validators;
-    /// @dev The validator's score commitment for its `lastScoreCommitRound`, replaced by
-    /// `keccak256(abi.encode(scores))` once revealed (EMPTY_COMMITMENT before its first).
-    mapping(uint256 taskId => mapping(address validator => bytes32)) private _scoreCommitments;
+    /// @dev See {ITaskMarket-finalizeRound}.
+    function finalizeRound(uint256 taskId, ITaskMarket.Settlement calldata s) external {
+        ITaskMarket.TaskState storage state = _openTask(taskId);
+        StoredTerms storage terms = _terms[taskId];
+        StoredRound storage round = _settlingRound(taskId, state);
+        if (round.revealCount < terms.minTrainers) {
+            revert ITaskMarket.TaskMarketQuorumNotReached(taskId, round.revealCount, terms.minTrainers);
+        }
+        if (round.scoreRevealCount < terms.minValidators) {
+            revert ITaskMarket.TaskMarketValidatorQuorumNotReached(taskId, round.scoreRevealCount, terms.minValidators);
+        }
+        // Taken before anything changes (slashes are burned, so they never add to it).
+        uint256 budget = state.pool / _roundsLeft(taskId, state, terms);
+        uint256 validatorBudget = budget * terms.validatorShareBps / BPS;
+
+        Tally memory tally = _consensus(taskId, state.currentRound, round, s);
+        uint256 trainerPayout = _payTrainers(taskId, state.currentRound, s.trainers, tally, budget - validatorBudget);
+        uint256 validatorPayout = _payValidators(taskId, state.currentRound, s.validators, tally, validatorBudget);
+        uint256 burned;
+        {
+            // Separate statements: the slash events come in this order, and Solidity does not fix
+            // the evaluation order of an expression's operands.
+            uint256 slashBps = terms.slashBps;
+            burned = _slashRejected(taskId, state, s.trainers, tally.outcomes, slashBps);
+            burned += _slashCommitters(taskId, state, round, s.nonRevealers, slashBps);
+            burned += _slashSilentValidators(taskId, state, round, s.silentValidators, slashBps);
+        }
+
+        uint256 payout = trainerPayout + validatorPayout;
+        // Cannot underflow or truncate: payout <= budget <= pool.
+        state.pool -= uint96(payout);
+        state.unclaimed = (state.unclaimed + payout).toUint96();
+        round.closed = true;
+        round.closedAt = uint64(block.timestamp);
+        round.payout = uint96(payout);
+        emit ITaskMarket.RoundFinalized(taskId, state.currentRound, trainerPayout, validatorPayout, burned);
+        _transferOut(state, _completeIfLastRound(taskId, state, terms), burned);
+    }
+
+    /// @dev See {ITaskMarket-abortRound}.
+    function abortRound(uint256 taskId, address[] calldata nonRevealers, address[] calldata silentValidators)
+        external
+    {
+        ITaskMarket.TaskState storage state = _openTask(taskId);
+        StoredTerms storage terms = _terms[taskId];
+        StoredRound storage round = _settlingRound(taskId, state);
+        if (round.revealCount >= terms.minTrainers && round.scoreRevealCount >= terms.minValidators) {
+            revert ITaskMarket.TaskMarketAbortNotAllowed(taskId);
+        }
+
+        uint256 slashBps = terms.slashBps;
+        uint256 burned = _slashCommitters(taskId, state, round, nonRevealers, slashBps);
+        burned += _slashSilentValidators(taskId, state, round, silentValidators, slashBps);
+        round.closed = true;
+        round.aborted = true;
+        round.closedAt = uint64(block.timestamp);
+        // Cannot truncate: each list was checked against a uint16 count.
+        uint16 slashedCount = uint16(nonRevealers.length + silentValidators.length);
+        emit ITaskMarket.RoundAborted(taskId, state.currentRound, slashedCount, burned);
+        _transferOut(state, _completeIfLastRound(taskId, state, terms), burned);
+    }
+
+    // ---------------------------------------------------------------- internals: closing
+
+    /// @dev The current round, which must be in its Settling phase.
+    function _settlingRound(uint256 taskId, ITaskMarket.TaskState storage state)
+        private
+        view
+        returns (StoredRound storage round)
+    {
+        round = _rounds[taskId][state.currentRound];
+        ITaskMarket.RoundPhase phase = _phase(state, round);
+        if (phase != ITaskMarket.RoundPhase.Settling) revert ITaskMarket.TaskMarketWrongPhase(taskId, phase);
+    }
+
+    /// @dev Ends a task after its last round; returns the pool refunded to the owner (paid by the caller).
+    function _completeIfLastRound(uint256 taskId, ITaskMarket.TaskState storage state, StoredTerms storage terms)
+        private
+        returns (uint256 refund)
+    {
+        if (state.currentRound != terms.rounds) return 0;
+        refund = state.pool;
+        state.pool = 0;
+        state.status = ITaskMarket.TaskStatus.Completed;
+        emit ITaskMarket.TaskCompleted(taskId, refund);
+    }
+
+    /// @dev A settlement's interactions, after all its effects: one burn for all its slashes, then the refund.
+    function _transferOut(ITaskMarket.TaskState storage state, uint256 refund, uint256 burned) private {
+        if (burned != 0) _token.safeTransfer(BURN_ADDRESS, burned);
+        if (refund != 0) _token.safeTransfer(state.owner, refund);
+    }
+
+    // ---------------------------------------------------------------- internals: consensus
+
+    /// @dev Checks the settlement's revealers and score vectors against the round, then computes its consensus.
+    function _consensus(uint256 taskId, uint16 roundNo, StoredRound storage round, ITaskMarket.Settlement calldata s)
+        private
+        view
+        returns (Tally memory)
+    {
+        _checkRevealers(taskId, roundNo, s.trainers, round.revealCount);
+        uint256[] memory stakes = _scoreRevealerStakes(taskId, roundNo, s.validators, s.scores, round.scoreRevealCount);
+        return _tally(s.trainers, s.validators, s.scores, stakes);
+    }
+
+    /// @dev `trainers` must be every revealer of the round, in strictly ascending order.
+    function _checkRevealers(uint256 taskId, uint16 roundNo, address[] calldata trainers, uint16 revealCount)
+        private
+        view
+    {
+        address previous = address(0);
+        for (uint256 i = 0; i < trainers.length; ++i) {
+            address trainer = trainers[i];
+            if (trainer <= previous) revert ITaskMarket.TaskMarketUnsorted(taskId, "trainers");
+            if (_trainers[taskId][trainer].lastRevealRound != roundNo) {
+                revert ITaskMarket.TaskMarketNotARevealer(taskId, trainer);
+            }
+            previous = trainer;
+        }
+        // Cannot truncate below: distinct revealers, so at most revealCount of them.
+        if (trainers.length != revealCount) {
+            revert ITaskMarket.TaskMarketRevealersMismatch(taskId, uint16(trainers.length), revealCount);
+        }
+    }
+
+    /// @dev `validators` must be every score revealer of the round, in strictly ascending order, each
+    /// with the vector it revealed; returns their stakes (the consensus weights).
+    function _scoreRevealerStakes(
+        uint256 taskId,
+        uint16 roundNo,
+        address[] calldata validators,
+        int256[][] calldata scores,
+        uint16 revealCount
+    ) private view returns (uint256[] memory stakes) {
+        if (scores.length != validators.length) {
+            revert ITaskMarket.TaskMarketScoreCountMismatch(taskId, scores.length, validators.length);
+        }
+        stakes = new uint256[](validators.length);
+        address previous = address(0);
+        for (uint256 v = 0; v < validators.length; ++v) {
+            address account = validators[v];
+            if (account <= previous) revert ITaskMarket.TaskMarketUnsorted(taskId, "validators");
+            ITaskMarket.Validator storage validator = _validators[taskId][account];
+            // The revealed vector had one in-range entry per revealer; matching its hash proves the same of this one.
+            if (
+                validator.lastScoreRevealRound != roundNo
+                    || _scoreCommitments[taskId][account] != _hashScores(scores[v])
+            ) revert ITaskMarket.TaskMarketScoresMismatch(taskId, account);
+            stakes[v] = validator.stake;
+            previous = account;
+        }
+        if (validators.length != revealCount) {
+            revert ITaskMarket.TaskMarketScoreRevealersMismatch(taskId, uint16(validators.length), revealCount);
+        }
+    }
+
+    /// @dev The round's consensus, as documented in {ITaskMarket} and mirrored by `fedmarket.consensus`.
+    /// Its loops run up to MAX_TRAINERS x MAX_VALIDATORS times, so they skip the checks that cannot
+    /// fail: every index is below its array's length by the loop bounds, and every sum is bounded
+    /// (stakes fit in uint96, normalized entries and consensus values in SCALE per trainer).
+    function _tally(
+        address[] calldata trainers,
+        address[] calldata validators,
+        int256[][] calldata scores,
+        uint256[] memory stakes
+    ) private pure returns (Tally memory tally) {
+        uint256 n = trainers.length;
+        uint256 m = validators.length;
+        Votes memory votes = Votes({
+            trainers: n,
+            entries: new uint256[](m * n),
+            stakes: stakes,
+            own: _ownIndexes(trainers, validators),
+            sorted: new uint256[](m)
+        });
+        _normalize(votes, scores);
+
+        tally.outcomes = new ITaskMarket.Outcome[](n);
+        tally.values = new uint256[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            (ITaskMarket.Outcome outcome, uint256 value) = _judge(votes, i);
+            tally.outcomes[i] = outcome;
+            tally.values[i] = value;
+            tally.totalValue += value;
+        }
+        tally.agreements = new uint256[](m);
+        for (uint256 v = 0; v < m; ++v) {
+            uint256 agreement = _agreement(votes, tally, v);
+            tally.agreements[v] = agreement;
+            if (agreement >= MIN_AGREEMENT) tally.eligible += agreement;
+        }
+    }
+
+    /// @dev own[v]: the index of validator v among the trainers (n if none). Both lists ascend, so
+    /// one merge walk finds every match.
+    function _ownIndexes(address[] calldata trainers, address[] calldata validators)
+        private
+        pure
+        returns (uint256[] memory own)
+    {
+        uint256 n = trainers.length;
+        own = new uint256[](validators.length);
+        uint256 i = 0;
+        for (uint256 v = 0; v < validators.length; ++v) {
+            address validator = validators[v];
+            while (i < n && trainers[i] < validator) ++i;
+            own[v] = i < n && trainers[i] == validator ? i : n;
+        }
+    }
+
+    /// @dev n[v][i] = max(s[v][i], 0) * SCALE / sum_j max(s[v][j], 0), its own entry left out; flags
+    /// (all negative) normalize to 0 and are marked. The own entry stays 0 and is never read.
+    function _normalize(Votes memory votes, int256[][] calldata scores) private pure {
+        uint256 n = votes.trainers;
+        uint256[] memory entries = votes.entries;
+        (int256 unavailable, int256 harmful) = (SCORE_UNAVAILABLE, SCORE_HARMFUL);
+        (uint256 markUnavailable, uint256 markFlagged) = (MARK_UNAVAILABLE, MARK_FLAGGED);
+        for (uint256 v = 0; v < scores.length; ++v) {
+            // One entry per trainer: its hash matched the revealed vector, which had one per revealer.
+            int256[] calldata vector = scores[v];
+            uint256 skip = votes.own[v];
+            assembly ("memory-safe") {
+                // total <= n * MAX_SCORE; entry * SCALE < 2**188; total >= entry > 0 where it divides
+                let total := 0
+                for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                    let entry := calldataload(add(vector.offset, shl(5, i)))
+                    if and(sgt(entry, 0), iszero(eq(i, skip))) { total := add(total, entry) }
+                }
+                let row := add(add(entries, 0x20), shl(5, mul(v, n)))
+                for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                    if eq(i, skip) { continue }
+                    let entry := calldataload(add(vector.offset, shl(5, i)))
+                    let normalized := 0
+                    switch sgt(entry, 0)
+                    case 1 { normalized := div(mul(entry, SCALE), total) }
+                    default {
+                        if eq(entry, unavailable) { normalized := markUnavailable }
+                        // INVALID and HARMFUL: the two values just above UNAVAILABLE
+                        if and(sgt(entry, unavailable), iszero(sgt(entry, harmful))) { normalized := markFlagged }
+                    }
+                    mstore(add(row, shl(5, i)), normalized)
+                }
+            }
+        }
+    }
+
+    /// @dev Trainer i's outcome and consensus value c[i]: the stake-weighted lower median of its
+    /// normalized entries over the validators that could fetch it (flags count as 0).
+    function _judge(Votes memory votes, uint256 i) private pure returns (ITaskMarket.Outcome, uint256) {
+        (uint256 totalStake, uint256 available, uint256 flagged, uint256 count) = _gather(votes, i);
+        if (available == 0) return (ITaskMarket.Outcome.Unavailable, 0);
+        if (2 * flagged > totalStake) return (ITaskMarket.Outcome.Rejected, 0);
+        uint256 value = _median(votes.sorted, count, available);
+        return (value > 0 ? ITaskMarket.Outcome.Accepted : ITaskMarket.Outcome.Worthless, value);
+    }
+
+    /// @dev The stakes of the validators other than trainer i itself (`totalStake`), of those that
+    /// could fetch its update (`available`) and of those that flagged it invalid or harmful
+    /// (`flagged`); the first `count` words of `votes.sorted` hold the available entries, ascending.
+    /// Each is kept as `(entry << 128) | weight` (entry <= SCALE < 2**128, weight < 2**96), so that
+    /// the words sort by entry; an insertion sort is the cheapest at MAX_VALIDATORS words.
+    function _gather(Votes memory votes, uint256 i)
+        private
+        pure
+        returns (uint256 totalStake, uint256 available, uint256 flagged, uint256 count)
+    {
+        uint256 n = votes.trainers;
+        uint256[] memory entries = votes.entries;
+        uint256[] memory stakes = votes.stakes;
+        uint256[] memory own = votes.own;
+        uint256[] memory sorted = votes.sorted;
+        (uint256 markUnavailable, uint256 markFlagged) = (MARK_UNAVAILABLE, MARK_FLAGGED);
+        assembly ("memory-safe") {
+            let column := add(add(entries, 0x20), shl(5, i)) // entries[0 * n + i]
+            let base := add(sorted, 0x20)
+            for { let v := 0 } lt(v, mload(stakes)) { v := add(v, 1) } {
+                if eq(mload(add(add(own, 0x20), shl(5, v))), i) { continue }
+                let weight := mload(add(add(stakes, 0x20), shl(5, v)))
+                totalStake := add(totalStake, weight)
+                let entry := mload(add(column, shl(5, mul(v, n))))
+                if eq(entry, markUnavailable) { continue }
+                available := add(available, weight)
+                if eq(entry, markFlagged) {
+                    flagged := add(flagged, weight)
+                    entry := 0
+                }
+                let key := or(shl(128, entry), weight)
+                let j := count
+                for {} gt(j, 0) { j := sub(j, 1) } {
+                    let previous := mload(add(base, shl(5, sub(j, 1))))
+                    if iszero(gt(previous, key)) { break }
+                    mstore(add(base, shl(5, j)), previous)
+                }
+                mstore(add(base, shl(5, j)), key)
+                count := add(count, 1)
+            }
+        }
+    }
+
+    /// @dev The smallest entry whose cumulative stake reaches half of `available`.
+    function _median(uint256[] memory sorted, uint256 count, uint256 available) private pure returns (uint256 value) {
+        assembly ("memory-safe") {
+            let cumulative := 0
+            for { let j := 0 } lt(j, count) { j := add(j, 1) } {
+                let key := mload(add(add(sorted, 0x20), shl(5, j)))
+                cumulative := add(cumulative, and(key, 0xffffffffffffffffffffffffffffffff))
+                if iszero(lt(shl(1, cumulative), available)) {
+                    value := shr(128, key)
+                    break
+                }
+            }
+        }
+    }
+
+    /// @dev a[v] = sum_i min(n[v][i], c[i]) / sum_i c[i] over the trainers other than v itself
+    /// (SCALE when that sum is 0).
+    function _agreement(Votes memory votes, Tally memory tally, uint256 v) private pure returns (uint256) {
+        uint256 n = votes.trainers;
+        uint256 skip = votes.own[v];
+        uint256[] memory values = tally.values;
+        uint256 covered = skip < n ? tally.totalValue - values[skip] : tally.totalValue;
+        if (covered == 0) return SCALE;
+        uint256[] memory entries = votes.entries;
+        uint256 markFlagged = MARK_FLAGGED;
+        uint256 clipped = 0;
+        assembly ("memory-safe") {
+            let row := add(add(entries, 0x20), shl(5, mul(v, n)))
+            let column := add(values, 0x20)
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let entry := mload(add(row, shl(5, i)))
+                // Marks (flags) count as 0; the own entry is 0. The sum is at most n * SCALE.
+                if lt(entry, markFlagged) {
+                    let value := mload(add(column, shl(5, i)))
+                    switch lt(entry, value)
+                    case 1 { clipped := add(clipped, entry) }
+                    default { clipped := add(clipped, value) }
+                }
+            }
+        }
+        return clipped * SCALE / covered;
+    }
+
+    /// @dev Credits each revealer's share of `budget` in proportion to c[i]; returns the total credited.
+    function _payTrainers(
+        uint256 taskId,
+        uint16 roundNo,
+        address[] calldata trainers,
+        Tally memory tally,
+        uint256 budget
+    ) private returns (uint256 paid) {
+        uint256 totalValue = tally.totalValue;
+        for (uint256 i = 0; i < trainers.length; ++i) {
+            uint256 value = tally.values[i];
+            uint256 payout = value == 0 ? 0 : budget * value / totalValue;
+            if (payout != 0) {
+                ITaskMarket.Trainer storage trainer = _trainers[taskId][trainers[i]];
+                trainer.claimable = (trainer.claimable + payout).toUint96();
+                paid += payout;
+            }
+            emit ITaskMarket.TrainerSettled(taskId, roundNo, trainers[i], tally.outcomes[i], value, payout);
+        }
+    }
+
+    /// @dev Credits each score revealer at or above MIN_AGREEMENT its share of `budget` in
+    /// proportion to a[v]; returns the total credited.
+    function _payValidators(
+        uint256 taskId,
+        uint16 roundNo,
+        address[] calldata validators,
+        Tally memory tally,
+        uint256 budget
+    ) private returns (uint256 paid) {
+        for (uint256 v = 0; v < validators.length; ++v) {
+            uint256 agreement = tally.agreements[v];
+            uint256 payout = agreement >= MIN_AGREEMENT ? budget * agreement / tally.eligible : 0;
+            if (payout != 0) {
+                ITaskMarket.Validator storage validator = _validators[taskId][validators[v]];
+                validator.claimable = (validator.claimable + payout).toUint96();
+                paid += payout;
+            }
+            emit ITaskMarket.ValidatorSettled(taskId, roundNo, validators[v], agreement, payout);
+        }
+    }
+
+    /// @dev Slashes and removes every Rejected revealer; returns the tokens slashed.
+    function _slashRejected(
+        uint256 taskId,
+        ITaskMarket.TaskState storage state,
+        address[] calldata trainers,
+        ITaskMarket.Outcome[] memory outcomes,
+        uint256 slashBps
+    ) private returns (uint256 slashed) {
+        uint16 roundNo = state.currentRound;
+        uint16 removed = 0;
+        for (uint256 i = 0; i < trainers.length; ++i) {
+            if (outcomes[i] != ITaskMarket.Outcome.Rejected) continue;
+            slashed += _slashTrainer(taskId, roundNo, trainers[i], slashBps);
+            ++removed;
+        }
+        state.trainerCount -= removed;
+    }
+
+    /**
+     * @dev Slashes and removes each listed committer of the current round, which must be exactly
+     * the committers that did not reveal; returns the tokens slashed.
+     */
+    function _slashCommitters(
+        uint256 taskId,
+        ITaskMarket.TaskState storage state,
+        StoredRound storage round,
+        address[] calldata accounts,
+        uint256 slashBps
+    ) private returns (uint256 slashed) {
+        uint16 roundNo = state.currentRound;
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            address account = accounts[i];
+            ITaskMarket.Trainer storage trainer = _trainers[taskId][account];
+            if (trainer.lastCommitRound != roundNo) revert ITaskMarket.TaskMarketNotCommitted(taskId, account, roundNo);
+            if (trainer.lastRevealRound == roundNo) revert ITaskMarket.TaskMarketRevealed(taskId, account);
+            // A committer cannot leave while the round is open: not joined means listed twice.
+            if (!trainer.joined) revert ITaskMarket.TaskMarketAlreadyRejected(taskId, account);
+            slashed += _slashTrainer(taskId, roundNo, account, slashBps);
+        }
+        // Cannot underflow: every reveal follows a commit in the same round.
+        uint16 expected = round.commitCount - round.revealCount;
+        // Cannot truncate below: distinct non-revealers, so at most `expected` of them.
+        if (accounts.length != expected) {
+            revert ITaskMarket.TaskMarketNonRevealersMismatch(taskId, uint16(accounts.length), expected);
+        }
+        state.trainerCount -= expected;
+    }
+
+    /// @dev Cuts a trainer's stake by `slashBps` and removes it from the task; returns the cut.
+    function _slashTrainer(uint256 taskId, uint16 roundNo, address account, uint256 slashBps)
+        private
+        returns (uint256 amount)
+    {
+        ITaskMarket.Trainer storage trainer = _trainers[taskId][account];
+        uint256 stake = trainer.stake;
+        amount = stake * slashBps / BPS;
+        // Cannot truncate: amount <= stake, which fits in uint96.
+        trainer.stake = uint96(stake - amount);
+        trainer.joined = false;
+        emit ITaskMarket.TrainerSlashed(taskId, roundNo, account, amount);
+    }
+
+    /**
+     * @dev Slashes and removes each listed validator, which must be exactly the validators that
+     * committed scores in the current round and did not reveal them; returns the tokens slashed.
+     */
+    function _slashSilentValidators(
+        uint256 taskId,
+        ITaskMarket.TaskState storage state,
+        StoredRound storage round,
+        address[] calldata accounts,
+        uint256 slashBps
+    ) private returns (uint256 slashed) {
+        uint16 roundNo = state.currentRound;
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            address account = accounts[i];
+            ITaskMarket.Validator storage validator = _validators[taskId][account];
+            // A score committer cannot leave while the round is open: not joined means listed twice.
+            if (
+                validator.lastScoreCommitRound != roundNo || validator.lastScoreRevealRound == roundNo
+                    || !validator.joined
+            ) revert ITaskMarket.TaskMarketNotSilent(taskId, account);
+            uint256 stake = validator.stake;
+            uint256 amount = stake * slashBps / BPS;
+            // Cannot truncate: amount <= stake, which fits in uint96.
+            validator.stake = uint96(stake - amount);
+            validator.joined = false;
+            slashed += amount;
+            emit ITaskMarket.ValidatorSlashed(taskId, roundNo, account, amount);
+        }
+        // Cannot underflow: every score reveal follows a score commit in the same round.
+        uint16 expected = round.scoreCommitCount - round.scoreRevealCount;
+        // Cannot truncate below: distinct silent validators, so at most `expected` of them.
+        if (accounts.length != expected) {
+            revert ITaskMarket.TaskMarketSilentValidatorsMismatch(taskId, uint16(accounts.length), expected);
+        }
+        state.validatorCount -= expected;
+    }
+}
+
+/**
+ * @title TaskMarket
+ * @notice Reward pools, stakes, commit/reveal rounds for trainers and validators, on-chain
+ * consensus, slashing and claims for federated-learning tasks. See {ITaskMarket} for the protocol.
+ * @dev Pausing (by the contract owner) stops new tasks, joins, new rounds, commits and settlement.
+ * Reveals (of updates and of scores) stay open, so that nobody is slashed for a pause, and so does
+ * every way for money to leave (claim, leave, leaveValidator, withdrawStake, cancelTask).
+ *
+ * Storage is packed for the gas targets in docs/protocol.md: {commit} and {reveal} touch one slot of
+ * task state, one round slot, one trainer slot and one commitment slot each; {commitScores} and
+ * {revealScores} the same with a validator slot.
+ *
+ * {finalizeRound} and {abortRound} run in {TaskMarketSettlement}, deployed by the constructor and
+ * called by delegatecall (as Compound III's Comet does with CometExt): the whole market would not
+ * fit in the 24 KiB a contract may hold. They run in this contract's storage and context, behind
+ * its pause and re-entrancy guards, and revert with its errors.
+ */
+contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, Pausable, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @dev Placeholder written to a trainer's commitment slot (and a validator's score-commitment
+    /// slot) at join, so that every commit is a non-zero to non-zero store (5,000 gas) rather than
+    /// a fresh one (22,100): keeps commit and commitScores under 50k gas. Never a valid commitment
+    /// (a keccak256 output of 1 is infeasible).
+    bytes32 private constant EMPTY_COMMITMENT = bytes32(uint256(1));
+
+    bytes32 private constant TASK_TERMS_TYPEHASH = keccak256(
+        "TaskTerms(bytes32 specHash,address coordinator,uint16 rounds,uint16 minTrainers,uint16 maxTrainers,"
+        "uint16 slashBps,uint32 commitWindow,uint32 revealWindow,uint256 rewardPool,uint256 minStake,"
+        "uint16 minValidators,uint16 maxValidators,uint16 validatorShareBps,uint32 scoreWindow,"
+        "uint32 scoreRevealWindow,uint256 minValidatorStake)"
+    );
+    bytes32 private constant CREATE_TASK_TYPEHASH = keccak256(
+        "CreateTask(TaskTerms terms,address owner,uint256 nonce,uint256 deadline)"
+        "TaskTerms(bytes32 specHash,address coordinator,uint16 rounds,uint16 minTrainers,uint16 maxTrainers,"
+        "uint16 slashBps,uint32 commitWindow,uint32 revealWindow,uint256 rewardPool,uint256 minStake,"
+        "uint16 minValidators,uint16 maxValidators,uint16 validatorShareBps,uint32 scoreWindow,"
+        "uint32 scoreRevealWindow,uint256 minValidatorStake)"
+    );
+
+    uint256 private immutable _settlementGrace;
+    /// @dev The {TaskMarketSettlement} that {finalizeRound} and {abortRound} run in.
+    address private immutable _settlement;
 
     /**
      * @param token_ the reward and stake token (an ERC-20 with EIP-2612 permit for {createTaskFor}).
@@ -164,9 +742,13 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
      * the next one before anyone may {expireTask}.
      * @param admin may pause and unpause.
      */
-    constructor(IERC20 token_, uint256 settlementGrace_, address admin) EIP712("TaskMarket", "1") Ownable(admin) {
-        _token = token_;
+    constructor(IERC20 token_, uint256 settlementGrace_, address admin)
+        TaskMarketStorage(token_)
+        EIP712("TaskMarket", "1")
+        Ownable(admin)
+    {
         _settlementGrace = settlementGrace_;
+        _settlement = address(new TaskMarketSettlement(token_));
     }
 
     // ---------------------------------------------------------------- tasks
@@ -341,37 +923,82 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
 
     /// @inheritdoc ITaskMarket
     function revealScores(uint256 taskId, int256[] calldata scores, bytes32 salt) external {
-        TaskState storage state = _existingTask(taskId);
-        uint16 roundNo = state.currentRound;
+        uint16 roundNo = _state[taskId].currentRound;
         StoredRound storage round = _rounds[taskId][roundNo];
-        RoundPhase phase = _phase(state, round);
-        if (phase != RoundPhase.ScoreReveal) revert TaskMarketWrongPhase(taskId, phase);
+        {
+            RoundPhase phase = _phase(_existingTask(taskId), round);
+            if (phase != RoundPhase.ScoreReveal) revert TaskMarketWrongPhase(taskId, phase);
+        }
         Validator storage validator = _validators[taskId][msg.sender];
         if (validator.lastScoreCommitRound != roundNo) revert TaskMarketScoresNotCommitted(taskId, msg.sender, roundNo);
         if (validator.lastScoreRevealRound == roundNo) {
             revert TaskMarketScoresAlreadyRevealed(taskId, msg.sender, roundNo);
         }
-        uint256 expectedCount = round.revealCount;
-        if (scores.length != expectedCount) revert TaskMarketScoreCountMismatch(taskId, scores.length, expectedCount);
-        for (uint256 i = 0; i < scores.length; ++i) {
-            int256 entry = scores[i];
-            // The flags are the three smallest int256 values, just below -MAX_SCORE's long gap.
-            if (entry > MAX_SCORE || (entry < -MAX_SCORE && entry > SCORE_HARMFUL)) {
-                revert TaskMarketScoreOutOfRange(taskId, i);
+        {
+            uint256 expectedCount = round.revealCount;
+            if (scores.length != expectedCount) {
+                revert TaskMarketScoreCountMismatch(taskId, scores.length, expectedCount);
             }
+            uint256 outOfRange = _firstOutOfRange(scores);
+            if (outOfRange != scores.length) revert TaskMarketScoreOutOfRange(taskId, outOfRange);
         }
-        bytes32 expected = keccak256(abi.encode(taskId, roundNo, msg.sender, scores, salt));
-        if (_scoreCommitments[taskId][msg.sender] != expected) {
+        (bytes32 commitment, bytes32 vectorHash, uint256 encoded) = _encodeReveal(taskId, roundNo, scores, salt);
+        if (_scoreCommitments[taskId][msg.sender] != commitment) {
             revert TaskMarketScoreCommitmentMismatch(taskId, msg.sender);
         }
 
         validator.lastScoreRevealRound = roundNo;
         // What settlement checks the submitted vector against: the vector itself lives in the event.
-        _scoreCommitments[taskId][msg.sender] = _hashScores(scores);
+        _scoreCommitments[taskId][msg.sender] = vectorHash;
         uint16 revealCount = round.scoreRevealCount + 1;
         round.scoreRevealCount = revealCount;
         if (revealCount == round.scoreCommitCount) _closeScoreRevealPhase(round);
-        emit ScoresRevealed(taskId, roundNo, msg.sender, scores);
+        // emit ScoresRevealed(taskId, roundNo, msg.sender, scores), from the encoding already in memory
+        bytes32 topic = ScoresRevealed.selector;
+        assembly ("memory-safe") {
+            log4(encoded, add(0x40, shl(5, scores.length)), topic, taskId, roundNo, caller())
+        }
+    }
+
+    /// @dev Index of the first entry that is neither a flag nor within +-MAX_SCORE, or the length if
+    /// none. The flags are the three smallest int256 values, far below -MAX_SCORE.
+    function _firstOutOfRange(int256[] calldata scores) private pure returns (uint256 index) {
+        (int256 max, int256 min, int256 lastFlag) = (MAX_SCORE, -MAX_SCORE, SCORE_HARMFUL);
+        assembly ("memory-safe") {
+            for {} lt(index, scores.length) { index := add(index, 1) } {
+                let entry := calldataload(add(scores.offset, shl(5, index)))
+                if or(sgt(entry, max), and(slt(entry, min), sgt(entry, lastFlag))) { break }
+            }
+        }
+    }
+
+    /**
+     * @dev Writes `abi.encode(taskId, roundNo, msg.sender, scores, salt)` to new memory and hashes
+     * it (the commitment); then overwrites the salt's word with 0x20, which turns the words from
+     * there on into `abi.encode(scores)`: its hash is what settlement checks the vector against, and
+     * `encoded` points at it for the event. One copy of the vector instead of three.
+     */
+    function _encodeReveal(uint256 taskId, uint16 roundNo, int256[] calldata scores, bytes32 salt)
+        private
+        view
+        returns (bytes32 commitment, bytes32 vectorHash, uint256 encoded)
+    {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := shl(5, scores.length)
+            mstore(ptr, taskId)
+            mstore(add(ptr, 0x20), roundNo)
+            mstore(add(ptr, 0x40), caller())
+            mstore(add(ptr, 0x60), 0xa0) // offset of the vector
+            mstore(add(ptr, 0x80), salt)
+            mstore(add(ptr, 0xa0), scores.length)
+            calldatacopy(add(ptr, 0xc0), scores.offset, size)
+            commitment := keccak256(ptr, add(0xc0, size))
+            encoded := add(ptr, 0x80)
+            mstore(encoded, 0x20)
+            vectorHash := keccak256(encoded, add(0x40, size))
+            mstore(0x40, add(ptr, add(0xc0, size)))
+        }
     }
 
     // ---------------------------------------------------------------- both roles
@@ -494,65 +1121,13 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
     }
 
     /// @inheritdoc ITaskMarket
-    function finalizeRound(uint256 taskId, Settlement calldata s) external whenNotPaused nonReentrant {
-        TaskState storage state = _openTask(taskId);
-        StoredTerms storage terms = _terms[taskId];
-        StoredRound storage round = _settlingRound(taskId, state);
-        if (round.revealCount < terms.minTrainers) {
-            revert TaskMarketQuorumNotReached(taskId, round.revealCount, terms.minTrainers);
-        }
-        if (round.scoreRevealCount < terms.minValidators) {
-            revert TaskMarketValidatorQuorumNotReached(taskId, round.scoreRevealCount, terms.minValidators);
-        }
-        // Taken before anything changes (slashes are burned, so they never add to it).
-        uint256 budget = state.pool / _roundsLeft(taskId, state, terms);
-        uint256 validatorBudget = budget * terms.validatorShareBps / BPS;
-
-        Tally memory tally = _consensus(taskId, state.currentRound, round, s);
-        uint256 trainerPayout = _payTrainers(taskId, state.currentRound, s.trainers, tally, budget - validatorBudget);
-        uint256 validatorPayout = _payValidators(taskId, state.currentRound, s.validators, tally, validatorBudget);
-        uint256 burned;
-        {
-            uint256 slashBps = terms.slashBps;
-            burned = _slashRejected(taskId, state, s.trainers, tally.outcomes, slashBps)
-                + _slashCommitters(taskId, state, round, s.nonRevealers, slashBps)
-                + _slashSilentValidators(taskId, state, round, s.silentValidators, slashBps);
-        }
-
-        uint256 payout = trainerPayout + validatorPayout;
-        // Cannot underflow or truncate: payout <= budget <= pool.
-        state.pool -= uint96(payout);
-        state.unclaimed = (state.unclaimed + payout).toUint96();
-        round.closed = true;
-        round.closedAt = uint64(block.timestamp);
-        round.payout = uint96(payout);
-        emit RoundFinalized(taskId, state.currentRound, trainerPayout, validatorPayout, burned);
-        _transferOut(state, _completeIfLastRound(taskId, state, terms), burned);
+    function finalizeRound(uint256, Settlement calldata) external whenNotPaused nonReentrant {
+        _settle();
     }
 
     /// @inheritdoc ITaskMarket
-    function abortRound(uint256 taskId, address[] calldata nonRevealers, address[] calldata silentValidators)
-        external
-        whenNotPaused
-        nonReentrant
-    {
-        TaskState storage state = _openTask(taskId);
-        StoredTerms storage terms = _terms[taskId];
-        StoredRound storage round = _settlingRound(taskId, state);
-        if (round.revealCount >= terms.minTrainers && round.scoreRevealCount >= terms.minValidators) {
-            revert TaskMarketAbortNotAllowed(taskId);
-        }
-
-        uint256 slashBps = terms.slashBps;
-        uint256 burned = _slashCommitters(taskId, state, round, nonRevealers, slashBps)
-            + _slashSilentValidators(taskId, state, round, silentValidators, slashBps);
-        round.closed = true;
-        round.aborted = true;
-        round.closedAt = uint64(block.timestamp);
-        // Cannot truncate: each list was checked against a uint16 count.
-        uint16 slashedCount = uint16(nonRevealers.length + silentValidators.length);
-        emit RoundAborted(taskId, state.currentRound, slashedCount, burned);
-        _transferOut(state, _completeIfLastRound(taskId, state, terms), burned);
+    function abortRound(uint256, address[] calldata, address[] calldata) external whenNotPaused nonReentrant {
+        _settle();
     }
 
     /// @inheritdoc ITaskMarket
@@ -781,64 +1356,7 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         return _hashTypedDataV4(keccak256(abi.encode(CREATE_TASK_TYPEHASH, termsHash, owner, nonce, deadline)));
     }
 
-    function _existingTask(uint256 taskId) private view returns (TaskState storage state) {
-        state = _state[taskId];
-        if (state.status == TaskStatus.None) revert TaskMarketUnknownTask(taskId);
-    }
-
-    function _openTask(uint256 taskId) private view returns (TaskState storage state) {
-        state = _existingTask(taskId);
-        if (state.status != TaskStatus.Open) revert TaskMarketTaskNotOpen(taskId, state.status);
-    }
-
-    /// @dev Rounds not yet closed, the current one included when it is open.
-    function _roundsLeft(uint256 taskId, TaskState storage state, StoredTerms storage terms)
-        private
-        view
-        returns (uint256)
-    {
-        uint16 current = state.currentRound;
-        bool currentOpen = current != 0 && !_rounds[taskId][current].closed;
-        return terms.rounds - current + (currentOpen ? 1 : 0);
-    }
-
-    /// @dev Ends a task after its last round; returns the pool refunded to the owner (paid by the caller).
-    function _completeIfLastRound(uint256 taskId, TaskState storage state, StoredTerms storage terms)
-        private
-        returns (uint256 refund)
-    {
-        if (state.currentRound != terms.rounds) return 0;
-        refund = state.pool;
-        state.pool = 0;
-        state.status = TaskStatus.Completed;
-        emit TaskCompleted(taskId, refund);
-    }
-
-    /// @dev A settlement's interactions, after all its effects: one burn for all its slashes, then the refund.
-    function _transferOut(TaskState storage state, uint256 refund, uint256 burned) private {
-        if (burned != 0) _token.safeTransfer(BURN_ADDRESS, burned);
-        if (refund != 0) _token.safeTransfer(state.owner, refund);
-    }
-
     // ---------------------------------------------------------------- internals: phases
-
-    function _phase(TaskState storage state, StoredRound storage round) private view returns (RoundPhase) {
-        if (state.currentRound == 0) return RoundPhase.None;
-        if (round.closed) return round.aborted ? RoundPhase.Aborted : RoundPhase.Finalized;
-        uint256 deadline = round.commitDeadline;
-        if (block.timestamp < deadline && round.commitCount < state.trainerCount) return RoundPhase.Commit;
-        deadline += round.revealLength;
-        if (block.timestamp < deadline && round.revealCount < round.commitCount) return RoundPhase.Reveal;
-        deadline += round.scoreCommitLength;
-        if (block.timestamp < deadline && round.scoreCommitCount < state.validatorCount) {
-            return RoundPhase.ScoreCommit;
-        }
-        deadline += round.scoreRevealLength;
-        if (block.timestamp < deadline && round.scoreRevealCount < round.scoreCommitCount) {
-            return RoundPhase.ScoreReveal;
-        }
-        return RoundPhase.Settling;
-    }
 
     /// @dev Ends the commit phase now; the later deadlines follow at their windows.
     function _closeCommitPhase(StoredRound storage round) private {
@@ -871,373 +1389,18 @@ contract TaskMarket is ITaskMarket, EIP712, Nonces, Ownable, Pausable, Reentranc
         round.scoreRevealLength = uint32(block.timestamp - scoreCommitDeadline);
     }
 
-    /// @dev The current round, which must be in its Settling phase.
-    function _settlingRound(uint256 taskId, TaskState storage state) private view returns (StoredRound storage round) {
-        round = _rounds[taskId][state.currentRound];
-        RoundPhase phase = _phase(state, round);
-        if (phase != RoundPhase.Settling) revert TaskMarketWrongPhase(taskId, phase);
-    }
-
     // ---------------------------------------------------------------- internals: settlement
 
-    /// @dev Checks the settlement's revealers and score vectors against the round, then computes its consensus.
-    function _consensus(uint256 taskId, uint16 roundNo, StoredRound storage round, Settlement calldata s)
-        private
-        view
-        returns (Tally memory)
-    {
-        _checkRevealers(taskId, roundNo, s.trainers, round.revealCount);
-        uint256[] memory stakes = _scoreRevealerStakes(taskId, roundNo, s.validators, s.scores, round.scoreRevealCount);
-        return _tally(s.trainers, s.validators, s.scores, stakes);
-    }
-
-    /// @dev `trainers` must be every revealer of the round, in strictly ascending order.
-    function _checkRevealers(uint256 taskId, uint16 roundNo, address[] calldata trainers, uint16 revealCount)
-        private
-        view
-    {
-        address previous = address(0);
-        for (uint256 i = 0; i < trainers.length; ++i) {
-            address trainer = trainers[i];
-            if (trainer <= previous) revert TaskMarketUnsorted(taskId, "trainers");
-            if (_trainers[taskId][trainer].lastRevealRound != roundNo) revert TaskMarketNotARevealer(taskId, trainer);
-            previous = trainer;
-        }
-        // Cannot truncate below: distinct revealers, so at most revealCount of them.
-        if (trainers.length != revealCount) {
-            revert TaskMarketRevealersMismatch(taskId, uint16(trainers.length), revealCount);
-        }
-    }
-
-    /// @dev `validators` must be every score revealer of the round, in strictly ascending order, each
-    /// with the vector it revealed; returns their stakes (the consensus weights).
-    function _scoreRevealerStakes(
-        uint256 taskId,
-        uint16 roundNo,
-        address[] calldata validators,
-        int256[][] calldata scores,
-        uint16 revealCount
-    ) private view returns (uint256[] memory stakes) {
-        if (scores.length != validators.length) {
-            revert TaskMarketScoreCountMismatch(taskId, scores.length, validators.length);
-        }
-        stakes = new uint256[](validators.length);
-        address previous = address(0);
-        for (uint256 v = 0; v < validators.length; ++v) {
-            address account = validators[v];
-            if (account <= previous) revert TaskMarketUnsorted(taskId, "validators");
-            Validator storage validator = _validators[taskId][account];
-            // The revealed vector had one in-range entry per revealer; matching its hash proves the same of this one.
-            if (
-                validator.lastScoreRevealRound != roundNo
-                    || _scoreCommitments[taskId][account] != _hashScores(scores[v])
-            ) revert TaskMarketScoresMismatch(taskId, account);
-            stakes[v] = validator.stake;
-            previous = account;
-        }
-        if (validators.length != revealCount) {
-            revert TaskMarketScoreRevealersMismatch(taskId, uint16(validators.length), revealCount);
-        }
-    }
-
-    /// @dev The round's consensus, as documented in {ITaskMarket} and mirrored by `fedmarket.consensus`.
-    function _tally(
-        address[] calldata trainers,
-        address[] calldata validators,
-        int256[][] calldata scores,
-        uint256[] memory stakes
-    ) private pure returns (Tally memory tally) {
-        uint256 n = trainers.length;
-        uint256 m = validators.length;
-        Votes memory votes = Votes({
-            trainers: n,
-            entries: new uint256[](m * n),
-            stakes: stakes,
-            own: _ownIndexes(trainers, validators),
-            sortedValues: new uint256[](m),
-            sortedWeights: new uint256[](m)
-        });
-        _normalize(votes, scores);
-
-        tally.outcomes = new Outcome[](n);
-        tally.values = new uint256[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            (Outcome outcome, uint256 value) = _judge(votes, i);
-            tally.outcomes[i] = outcome;
-            tally.values[i] = value;
-            tally.totalValue += value;
-        }
-        tally.agreements = new uint256[](m);
-        for (uint256 v = 0; v < m; ++v) {
-            uint256 agreement = _agreement(votes, tally, v);
-            tally.agreements[v] = agreement;
-            if (agreement >= MIN_AGREEMENT) tally.eligible += agreement;
-        }
-    }
-
-    /// @dev own[v]: the index of validator v among the trainers (n if none). Both lists ascend, so
-    /// one merge walk finds every match.
-    function _ownIndexes(address[] calldata trainers, address[] calldata validators)
-        private
-        pure
-        returns (uint256[] memory own)
-    {
-        uint256 n = trainers.length;
-        own = new uint256[](validators.length);
-        uint256 i = 0;
-        for (uint256 v = 0; v < validators.length; ++v) {
-            address validator = validators[v];
-            while (i < n && trainers[i] < validator) ++i;
-            own[v] = i < n && trainers[i] == validator ? i : n;
-        }
-    }
-
-    /// @dev n[v][i] = max(s[v][i], 0) * SCALE / sum_j max(s[v][j], 0), its own entry left out; flags
-    /// (all negative) normalize to 0 and are marked. The own entry stays 0 and is never read.
-    function _normalize(Votes memory votes, int256[][] calldata scores) private pure {
-        uint256 n = votes.trainers;
-        uint256[] memory entries = votes.entries;
-        for (uint256 v = 0; v < scores.length; ++v) {
-            int256[] calldata vector = scores[v];
-            uint256 skip = votes.own[v];
-            uint256 total = 0;
-            for (uint256 i = 0; i < n; ++i) {
-                int256 entry = vector[i];
-                if (entry > 0 && i != skip) total += uint256(entry);
-            }
-            uint256 row = v * n;
-            for (uint256 i = 0; i < n; ++i) {
-                if (i == skip) continue;
-                int256 entry = vector[i];
-                if (entry > 0) {
-                    entries[row + i] = uint256(entry) * SCALE / total;
-                } else if (entry == SCORE_UNAVAILABLE) {
-                    entries[row + i] = MARK_UNAVAILABLE;
-                } else if (entry == SCORE_INVALID || entry == SCORE_HARMFUL) {
-                    entries[row + i] = MARK_FLAGGED;
-                }
-            }
-        }
-    }
-
-    /// @dev Trainer i's outcome and consensus value c[i]: the stake-weighted lower median of its
-    /// normalized entries over the validators that could fetch it (flags count as 0).
-    function _judge(Votes memory votes, uint256 i) private pure returns (Outcome, uint256) {
-        uint256 n = votes.trainers;
-        uint256 totalStake = 0;
-        uint256 available = 0;
-        uint256 flagged = 0;
-        uint256 count = 0;
-        for (uint256 v = 0; v < votes.stakes.length; ++v) {
-            if (votes.own[v] == i) continue;
-            uint256 weight = votes.stakes[v];
-            totalStake += weight;
-            uint256 entry = votes.entries[v * n + i];
-            if (entry == MARK_UNAVAILABLE) continue;
-            available += weight;
-            if (entry == MARK_FLAGGED) {
-                flagged += weight;
-                entry = 0;
-            }
-            _insertSorted(votes, count++, entry, weight);
-        }
-        if (available == 0) return (Outcome.Unavailable, 0);
-        if (2 * flagged > totalStake) return (Outcome.Rejected, 0);
-        uint256 cumulative = 0;
-        for (uint256 j = 0; j < count; ++j) {
-            cumulative += votes.sortedWeights[j];
-            if (2 * cumulative >= available) {
-                uint256 value = votes.sortedValues[j];
-                return (value > 0 ? Outcome.Accepted : Outcome.Worthless, value);
-            }
-        }
-        return (Outcome.Worthless, 0); // unreachable: the weights sum to `available`
-    }
-
-    /// @dev Insertion into the first `count` scratch entries, ascending by value (at most
-    /// MAX_VALIDATORS of them: cheaper than any other sort at that size).
-    function _insertSorted(Votes memory votes, uint256 count, uint256 value, uint256 weight) private pure {
-        uint256[] memory values = votes.sortedValues;
-        uint256[] memory weights = votes.sortedWeights;
-        uint256 j = count;
-        while (j > 0 && values[j - 1] > value) {
-            values[j] = values[j - 1];
-            weights[j] = weights[j - 1];
-            --j;
-        }
-        values[j] = value;
-        weights[j] = weight;
-    }
-
-    /// @dev a[v] = sum_i min(n[v][i], c[i]) / sum_i c[i] over the trainers other than v itself
-    /// (SCALE when that sum is 0).
-    function _agreement(Votes memory votes, Tally memory tally, uint256 v) private pure returns (uint256) {
-        uint256 n = votes.trainers;
-        uint256 skip = votes.own[v];
-        uint256 covered = skip < n ? tally.totalValue - tally.values[skip] : tally.totalValue;
-        if (covered == 0) return SCALE;
-        uint256 clipped = 0;
-        uint256 row = v * n;
-        for (uint256 i = 0; i < n; ++i) {
-            uint256 entry = votes.entries[row + i];
-            // Marks (flags) count as 0; the own entry is 0.
-            if (entry < MARK_FLAGGED) {
-                uint256 value = tally.values[i];
-                clipped += entry < value ? entry : value;
-            }
-        }
-        return clipped * SCALE / covered;
-    }
-
-    /// @dev Credits each revealer's share of `budget` in proportion to c[i]; returns the total credited.
-    function _payTrainers(
-        uint256 taskId,
-        uint16 roundNo,
-        address[] calldata trainers,
-        Tally memory tally,
-        uint256 budget
-    ) private returns (uint256 paid) {
-        uint256 totalValue = tally.totalValue;
-        for (uint256 i = 0; i < trainers.length; ++i) {
-            uint256 value = tally.values[i];
-            uint256 payout = value == 0 ? 0 : budget * value / totalValue;
-            if (payout != 0) {
-                Trainer storage trainer = _trainers[taskId][trainers[i]];
-                trainer.claimable = (trainer.claimable + payout).toUint96();
-                paid += payout;
-            }
-            emit TrainerSettled(taskId, roundNo, trainers[i], tally.outcomes[i], value, payout);
-        }
-    }
-
-    /// @dev Credits each score revealer at or above MIN_AGREEMENT its share of `budget` in
-    /// proportion to a[v]; returns the total credited.
-    function _payValidators(
-        uint256 taskId,
-        uint16 roundNo,
-        address[] calldata validators,
-        Tally memory tally,
-        uint256 budget
-    ) private returns (uint256 paid) {
-        for (uint256 v = 0; v < validators.length; ++v) {
-            uint256 agreement = tally.agreements[v];
-            uint256 payout = agreement >= MIN_AGREEMENT ? budget * agreement / tally.eligible : 0;
-            if (payout != 0) {
-                Validator storage validator = _validators[taskId][validators[v]];
-                validator.claimable = (validator.claimable + payout).toUint96();
-                paid += payout;
-            }
-            emit ValidatorSettled(taskId, roundNo, validators[v], agreement, payout);
-        }
-    }
-
-    /// @dev Slashes and removes every Rejected revealer; returns the tokens slashed.
-    function _slashRejected(
-        uint256 taskId,
-        TaskState storage state,
-        address[] calldata trainers,
-        Outcome[] memory outcomes,
-        uint256 slashBps
-    ) private returns (uint256 slashed) {
-        uint16 roundNo = state.currentRound;
-        uint16 removed = 0;
-        for (uint256 i = 0; i < trainers.length; ++i) {
-            if (outcomes[i] != Outcome.Rejected) continue;
-            slashed += _slashTrainer(taskId, roundNo, trainers[i], slashBps);
-            ++removed;
-        }
-        state.trainerCount -= removed;
-    }
-
-    /**
-     * @dev Slashes and removes each listed committer of the current round, which must be exactly
-     * the committers that did not reveal; returns the tokens slashed.
-     */
-    function _slashCommitters(
-        uint256 taskId,
-        TaskState storage state,
-        StoredRound storage round,
-        address[] calldata accounts,
-        uint256 slashBps
-    ) private returns (uint256 slashed) {
-        uint16 roundNo = state.currentRound;
-        for (uint256 i = 0; i < accounts.length; ++i) {
-            address account = accounts[i];
-            Trainer storage trainer = _trainers[taskId][account];
-            if (trainer.lastCommitRound != roundNo) revert TaskMarketNotCommitted(taskId, account, roundNo);
-            if (trainer.lastRevealRound == roundNo) revert TaskMarketRevealed(taskId, account);
-            // A committer cannot leave while the round is open: not joined means listed twice.
-            if (!trainer.joined) revert TaskMarketAlreadyRejected(taskId, account);
-            slashed += _slashTrainer(taskId, roundNo, account, slashBps);
-        }
-        // Cannot underflow: every reveal follows a commit in the same round.
-        uint16 expected = round.commitCount - round.revealCount;
-        // Cannot truncate below: distinct non-revealers, so at most `expected` of them.
-        if (accounts.length != expected) revert TaskMarketNonRevealersMismatch(taskId, uint16(accounts.length), expected);
-        state.trainerCount -= expected;
-    }
-
-    /// @dev Cuts a trainer's stake by `slashBps` and removes it from the task; returns the cut.
-    function _slashTrainer(uint256 taskId, uint16 roundNo, address account, uint256 slashBps)
-        private
-        returns (uint256 amount)
-    {
-        Trainer storage trainer = _trainers[taskId][account];
-        uint256 stake = trainer.stake;
-        amount = stake * slashBps / BPS;
-        // Cannot truncate: amount <= stake, which fits in uint96.
-        trainer.stake = uint96(stake - amount);
-        trainer.joined = false;
-        emit TrainerSlashed(taskId, roundNo, account, amount);
-    }
-
-    /**
-     * @dev Slashes and removes each listed validator, which must be exactly the validators that
-     * committed scores in the current round and did not reveal them; returns the tokens slashed.
-     */
-    function _slashSilentValidators(
-        uint256 taskId,
-        TaskState storage state,
-        StoredRound storage round,
-        address[] calldata accounts,
-        uint256 slashBps
-    ) private returns (uint256 slashed) {
-        uint16 roundNo = state.currentRound;
-        for (uint256 i = 0; i < accounts.length; ++i) {
-            address account = accounts[i];
-            Validator storage validator = _validators[taskId][account];
-            // A score committer cannot leave while the round is open: not joined means listed twice.
-            if (
-                validator.lastScoreCommitRound != roundNo || validator.lastScoreRevealRound == roundNo
-                    || !validator.joined
-            ) revert TaskMarketNotSilent(taskId, account);
-            uint256 stake = validator.stake;
-            uint256 amount = stake * slashBps / BPS;
-            // Cannot truncate: amount <= stake, which fits in uint96.
-            validator.stake = uint96(stake - amount);
-            validator.joined = false;
-            slashed += amount;
-            emit ValidatorSlashed(taskId, roundNo, account, amount);
-        }
-        // Cannot underflow: every score reveal follows a score commit in the same round.
-        uint16 expected = round.scoreCommitCount - round.scoreRevealCount;
-        // Cannot truncate below: distinct silent validators, so at most `expected` of them.
-        if (accounts.length != expected) {
-            revert TaskMarketSilentValidatorsMismatch(taskId, uint16(accounts.length), expected);
-        }
-        state.validatorCount -= expected;
-    }
-
-    /// @dev keccak256(abi.encode(scores)), built in scratch memory past the free memory pointer
-    /// (left where it is): settling hashes up to MAX_VALIDATORS vectors without growing memory.
-    function _hashScores(int256[] calldata scores) private pure returns (bytes32 hash) {
+    /// @dev Runs the current call (finalizeRound or abortRound, same selector and arguments) in
+    /// {TaskMarketSettlement} on this contract's storage, returning or reverting as it does.
+    function _settle() private {
+        address settlement = _settlement;
         assembly ("memory-safe") {
             let ptr := mload(0x40)
-            let size := shl(5, scores.length)
-            mstore(ptr, 0x20)
-            mstore(add(ptr, 0x20), scores.length)
-            calldatacopy(add(ptr, 0x40), scores.offset, size)
-            hash := keccak256(ptr, add(size, 0x40))
+            calldatacopy(ptr, 0, calldatasize())
+            let success := delegatecall(gas(), settlement, ptr, calldatasize(), 0, 0)
+            returndatacopy(ptr, 0, returndatasize())
+            if iszero(success) { revert(ptr, returndatasize()) }
         }
     }
 }

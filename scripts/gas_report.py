@@ -10,7 +10,7 @@ score revealers): the largest of `finalizeRound_caps_rejected` (every update rej
 (one revealer, every other committer slashed); `abortRound_caps` aborts a round in which every
 trainer and every validator stayed silent.
 
-`worst_case_settlements` also serves tests/contracts/test_consensus.py on the test session's Anvil.
+`worst_case_settlements` also serves tests/contracts/test_consensus.py (on a lean Anvil of its own).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3 import Web3
+from web3.types import RPCEndpoint, TxParams, TxReceipt
 
 from fedmarket.contracts import compile_contracts
 from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market
@@ -44,7 +46,7 @@ from fedmarket.protocol import (
 REPORT_PATH = Path(__file__).resolve().parents[1] / "reports" / "gas.json"
 TARGETS = {
     "commit": 49_500,
-    "reveal": 42_200,
+    "reveal": 42_500,
     "scoreCommit": 50_000,
     "scoreReveal_50": 80_000,
     "claim": 60_000,
@@ -86,7 +88,9 @@ class GasBench:
     """Sends transactions signed here with explicit nonces and gas (no estimate): hundreds of
     accounts take part in a worst-case round, so each transaction costs one request."""
 
-    def __init__(self, w3: Web3, deployment: Deployment, deployer: LocalAccount, coordinator: LocalAccount) -> None:
+    def __init__(
+        self, w3: Web3, deployment: Deployment, deployer: LocalAccount, coordinator: LocalAccount
+    ) -> None:
         self.w3 = w3
         self.deployment = deployment
         self.market = deployment.market_contract(w3)
@@ -99,7 +103,7 @@ class GasBench:
 
     # ------------------------------------------------------------ transactions
 
-    def send(self, account: LocalAccount, fn, *, gas: int = TX_GAS) -> bytes:
+    def send(self, account: LocalAccount, fn, *, gas: int = TX_GAS) -> HexBytes:
         address = account.address
         if address not in self._nonces:
             self._nonces[address] = self.w3.eth.get_transaction_count(address, "pending")
@@ -117,11 +121,11 @@ class GasBench:
         self._nonces[address] += 1
         return tx_hash
 
-    def wait(self, tx_hash: bytes) -> dict:
+    def wait(self, tx_hash: HexBytes) -> TxReceipt:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)
         if receipt["status"] != 1:
             tx = self.w3.eth.get_transaction(tx_hash)
-            call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"]}
+            call: TxParams = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"]}
             try:
                 self.w3.eth.call(call, receipt["blockNumber"] - 1)
             except Exception as exc:  # the replay names the revert
@@ -139,7 +143,7 @@ class GasBench:
             self.wait(tx_hash)
 
     def rpc(self, method: str, params: list):
-        return self.w3.provider.make_request(method, params)["result"]
+        return self.w3.provider.make_request(RPCEndpoint(method), params)["result"]
 
     def snapshot(self) -> str:
         return self.rpc("evm_snapshot", [])
@@ -216,7 +220,9 @@ class GasBench:
 
     def join_validators(self, task_id: int, validators: Sequence[LocalAccount]) -> int:
         def fn(index: int):
-            return self.market.functions.joinAsValidator(task_id, Web3.keccak(text=f"split-{index}"), 20 * ONE_TOKEN)
+            return self.market.functions.joinAsValidator(
+                task_id, Web3.keccak(text=f"split-{index}"), 20 * ONE_TOKEN
+            )
 
         self.all([(v, fn(i)) for i, v in enumerate(validators[:-1])])
         return self.gas(validators[-1], fn(len(validators) - 1))
@@ -225,21 +231,33 @@ class GasBench:
         model = self.state(task_id)[7] if self.state(task_id)[2] else b"\x02" * 32
         return self.gas(self.coordinator, self.market.functions.startRound(task_id, model))
 
-    def commit(self, task_id: int, trainers: Sequence[LocalAccount]) -> tuple[dict[str, tuple[bytes, bytes]], int]:
+    def commit(
+        self, task_id: int, trainers: Sequence[LocalAccount]
+    ) -> tuple[dict[str, tuple[bytes, bytes]], int]:
         """Commits for every trainer: (what each one will reveal, the last commit's gas)."""
         round_no = self.state(task_id)[2]
-        secrets = {
-            t.address: (Web3.keccak(text=f"update-{t.address}-{round_no}"), Web3.keccak(text=f"salt-{t.address}"))
+        secrets: dict[str, tuple[bytes, bytes]] = {
+            t.address: (
+                Web3.keccak(text=f"update-{t.address}-{round_no}"),
+                Web3.keccak(text=f"salt-{t.address}"),
+            )
             for t in trainers
         }
         fns = [
-            (t, self.market.functions.commit(task_id, make_commitment(task_id, round_no, t.address, *secrets[t.address])))
+            (
+                t,
+                self.market.functions.commit(
+                    task_id, make_commitment(task_id, round_no, t.address, *secrets[t.address])
+                ),
+            )
             for t in trainers
         ]
         self.all(fns[:-1])
         return secrets, self.gas(*fns[-1])
 
-    def reveal(self, task_id: int, trainers: Sequence[LocalAccount], secrets: dict[str, tuple[bytes, bytes]]) -> int:
+    def reveal(
+        self, task_id: int, trainers: Sequence[LocalAccount], secrets: dict[str, tuple[bytes, bytes]]
+    ) -> int:
         fns = [(t, self.market.functions.reveal(task_id, *secrets[t.address])) for t in trainers]
         self.all(fns[:-1])
         return self.gas(*fns[-1])
@@ -255,17 +273,24 @@ class GasBench:
         """Every validator commits `vector(v)` and (with `reveal`) reveals it: (last commit gas,
         last reveal gas, vectors by validator)."""
         round_no = self.state(task_id)[2]
-        vectors = {v.address: vector(i) for i, v in enumerate(validators)}
+        vectors: dict[str, list[int]] = {v.address: vector(i) for i, v in enumerate(validators)}
         salt = b"\x05" * 32
         commits = [
-            (v, self.market.functions.commitScores(task_id, make_score_commitment(task_id, round_no, v.address, vectors[v.address], salt)))
+            (
+                v,
+                self.market.functions.commitScores(
+                    task_id, make_score_commitment(task_id, round_no, v.address, vectors[v.address], salt)
+                ),
+            )
             for v in validators
         ]
         self.all(commits[:-1])
         commit_gas = self.gas(*commits[-1])
         if not reveal:
             return commit_gas, 0, vectors
-        reveals = [(v, self.market.functions.revealScores(task_id, vectors[v.address], salt)) for v in validators]
+        reveals = [
+            (v, self.market.functions.revealScores(task_id, vectors[v.address], salt)) for v in validators
+        ]
         self.all(reveals[:-1])
         return commit_gas, self.gas(*reveals[-1]), vectors
 
@@ -327,7 +352,9 @@ def worst_case_settlements(bench: GasBench, owner: LocalAccount) -> dict[str, in
 
     # every update paid; scores use all 128 bits (the dearest calldata), each validator its own
     def wide(v: int) -> list[int]:
-        return [2**127 + int.from_bytes(Web3.keccak(text=f"{v}-{i}")[:15], "big") for i in range(MAX_TRAINERS)]
+        return [
+            2**127 + int.from_bytes(Web3.keccak(text=f"{v}-{i}")[:15], "big") for i in range(MAX_TRAINERS)
+        ]
 
     _, _, vectors = bench.score(task_id, validators, wide)
     gas["finalizeRound_caps_accepted"] = bench.finalize(task_id, bench.settlement(trainers, [], vectors))
@@ -386,9 +413,13 @@ def measure() -> dict[str, int]:
 
         # 5 trainers, 3 validators: the per-call figures (the last of each phase, which closes it)
         five, three = trainers[:5], validators[:3]
-        task_id, gas["createTask"] = bench.create_task(owner, bench.terms(rounds=10, trainers=5, validators=3))
+        task_id, gas["createTask"] = bench.create_task(
+            owner, bench.terms(rounds=10, trainers=5, validators=3)
+        )
         gas["createTaskFor"] = bench.create_task_for(owner, relayer)
-        bench.all([(owner, bench.token.functions.approve(bench.market.address, 2**256 - 1))])  # the permit's replaced it
+        bench.all(
+            [(owner, bench.token.functions.approve(bench.market.address, 2**256 - 1))]
+        )  # the permit's replaced it
         gas["join"] = bench.join(task_id, five)
         gas["joinAsValidator"] = bench.join_validators(task_id, three)
         gas["startRound"] = bench.start_round(task_id)

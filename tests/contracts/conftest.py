@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from web3 import Web3
+
 from testkit.contracts import MarketDriver
 from testkit.market import FUNDED_TOKENS
-from web3 import Web3
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +15,10 @@ def quick_w3(anvil) -> Web3:
     before every call and every transaction it builds, a third of all requests here."""
     return Web3(
         Web3.HTTPProvider(
-            anvil.url, request_kwargs={"timeout": 30}, cache_allowed_requests=True, cacheable_requests={"eth_chainId"}
+            anvil.url,
+            request_kwargs={"timeout": 30},
+            cache_allowed_requests=True,
+            cacheable_requests={"eth_chainId"},
         )
     )
 

@@ -3,9 +3,8 @@ pays everything the caller earned in a task, in both roles, however many rounds 
 
 from __future__ import annotations
 
-from testkit.contracts import SCORE, error_args, events, reverts
-
 from fedmarket.consensus import INVALID
+from testkit.contracts import SCORE, error_args, events, reverts
 
 
 def settle_round(driver, task_id, trainers, **round_args):
@@ -15,7 +14,9 @@ def settle_round(driver, task_id, trainers, **round_args):
     return expected
 
 
-def test_claim_pays_the_trainers_balance_and_emits_rewards_claimed(driver, market_chain, joined_task, trainers):
+def test_claim_pays_the_trainers_balance_and_emits_rewards_claimed(
+    driver, market_chain, joined_task, trainers
+):
     expected = settle_round(driver, joined_task, trainers[:3])
     earned = expected.by_trainer()[trainers[0].address].payout
     assert earned > 0
@@ -61,7 +62,10 @@ def test_claim_pays_both_roles_at_once(driver, market_chain, joined_task, traine
 
 
 def test_claim_after_three_rounds_pays_every_round_at_once(driver, market_chain, joined_task, trainers):
-    earned = sum(settle_round(driver, joined_task, trainers[:3]).by_trainer()[trainers[0].address].payout for _ in range(3))
+    earned = sum(
+        settle_round(driver, joined_task, trainers[:3]).by_trainer()[trainers[0].address].payout
+        for _ in range(3)
+    )
     assert driver.get_trainer(joined_task, trainers[0].address)["claimable"] == earned
     before = market_chain.balance(trainers[0].address)
 

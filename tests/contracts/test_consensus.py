@@ -6,6 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from web3 import Web3
+
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, SCALE, UNAVAILABLE
+from fedmarket.deploy import ONE_TOKEN, deploy_market
+from fedmarket.protocol import BPS, Outcome, RoundPhase
+from scripts.gas_report import TARGETS, GasBench, lean_anvil, worst_case_settlements
 from testkit.contracts import (
     SCORE,
     VALIDATOR_STAKE,
@@ -14,12 +20,6 @@ from testkit.contracts import (
     event_names,
     events,
 )
-from web3 import Web3
-
-from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, SCALE, UNAVAILABLE
-from fedmarket.deploy import ONE_TOKEN, deploy_market
-from fedmarket.protocol import BPS, Outcome, RoundPhase
-from scripts.gas_report import TARGETS, GasBench, lean_anvil, worst_case_settlements
 
 # --------------------------------------------------------------------------- worked example
 #
@@ -58,9 +58,7 @@ def test_worked_example_median_clipping_agreement_and_payouts(
     names = {a.address: "A", b.address: "B", c.address: "C"}
     driver.join(task_id, [t1, t2, t3])
     driver.join_validators(task_id, [a, b, c], stake=[EXAMPLE_STAKES[names[v.address]] for v in (a, b, c)])
-    run = driver.run_round(
-        task_id, committers=[t1, t2, t3], scores=lambda v, _: EXAMPLE_SCORES[names[v]]
-    )
+    run = driver.run_round(task_id, committers=[t1, t2, t3], scores=lambda v, _: EXAMPLE_SCORES[names[v]])
 
     expected = driver.expected(run)
     receipt = driver.finalize(task_id)
@@ -139,7 +137,9 @@ def rounds(draw):
 def unlimited_allowances(market_chain, owner, trainers, validators):
     """Every account that stakes here approves the market once, before the examples run."""
     for account in [owner, *trainers, *validators]:
-        market_chain.tx(account, market_chain.token.functions.approve(market_chain.market.address, 2**256 - 1))
+        market_chain.tx(
+            account, market_chain.token.functions.approve(market_chain.market.address, 2**256 - 1)
+        )
 
 
 @settings(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from testkit.contracts import POOL, SETTLEMENT_GRACE, STAKE, error_args, event_names, events, reverts
-
 from fedmarket.protocol import RoundPhase, TaskStatus
+from testkit.contracts import POOL, SETTLEMENT_GRACE, STAKE, error_args, event_names, events, reverts
 
 
 def _settled_first_round(driver, task_id, trainers) -> int:
@@ -41,7 +40,9 @@ def test_expire_task_after_grace_refunds_pool_and_keeps_claims(
     assert market_chain.balance(market_chain.market.address) == 2 * STAKE  # trainers[0] and [2] still joined
 
 
-def test_expire_task_before_grace_reverts_not_expired(driver, market_chain, make_task, trainers, validators, outsider):
+def test_expire_task_before_grace_reverts_not_expired(
+    driver, market_chain, make_task, trainers, validators, outsider
+):
     task_id = make_task(rounds=3)
     driver.join(task_id, trainers[:3])
     driver.join_validators(task_id, validators[:1])
@@ -81,7 +82,9 @@ def test_expire_task_before_first_round_reverts_wrong_phase(market_chain, joined
     assert error_args(error)["phase"] == RoundPhase.NONE
 
 
-def test_expire_completed_task_reverts_task_not_open(driver, market_chain, make_task, trainers, validators, outsider):
+def test_expire_completed_task_reverts_task_not_open(
+    driver, market_chain, make_task, trainers, validators, outsider
+):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
     driver.join_validators(task_id, validators[:1])

@@ -29,7 +29,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
-from testkit.contracts import BURN_ADDRESS, SETTLEMENT_GRACE, by_address, digest, events
 from web3.logs import DISCARD
 
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE, compute_consensus
@@ -43,6 +42,7 @@ from fedmarket.protocol import (
     make_commitment,
     make_score_commitment,
 )
+from testkit.contracts import BURN_ADDRESS, SETTLEMENT_GRACE, by_address, digest, events
 
 WINDOW = 600  # every phase window, seconds
 MARGIN = 30  # the clock never stops closer than this to a deadline, so wall-clock drift cannot flip a phase
@@ -53,7 +53,16 @@ TRAINERS = 5
 OPERATIONS = [
     *["progress"] * 12,
     *["claim"] * 3,
-    *["join", "join_several", "leave", "withdraw_stake", "commit", "everyone_commits", "reveal", "most_reveal"],
+    *[
+        "join",
+        "join_several",
+        "leave",
+        "withdraw_stake",
+        "commit",
+        "everyone_commits",
+        "reveal",
+        "most_reveal",
+    ],
     *["join_validator", "leave_validator", "commit_scores", "reveal_scores"],
     *["advance", "finalize", "abort", "publish", "start_round", "cancel_task", "create_task", "expire_task"],
 ]
@@ -362,9 +371,9 @@ class MarketMachine(RuleBasedStateMachine):
         address = validator.address
         minimum = task.terms.min_validator_stake
         stake = minimum + data.draw(st.sampled_from([0, 1, minimum]), label="extra stake")
-        if sometimes(data, 12, "stake too low"):
+        if sometimes(data, 15, "stake too low"):
             stake = minimum - 1
-        data_hash = bytes(32) if sometimes(data, 12, "no data hash") else digest(f"split-{address}-{stake}")
+        data_hash = bytes(32) if sometimes(data, 15, "no data hash") else digest(f"split-{address}-{stake}")
         if task.status != TaskStatus.OPEN:
             expected = "TaskMarketTaskNotOpen"
         elif address in task.validators:
@@ -534,9 +543,9 @@ class MarketMachine(RuleBasedStateMachine):
             expected = "TaskMarketScoresAlreadyCommitted"
         else:
             expected = None
-        count = len(task.revealed) + (1 if sometimes(data, 15, "wrong length") else 0)
+        count = len(task.revealed) + (1 if sometimes(data, 30, "wrong length") else 0)
         scores = data.draw(st.lists(ENTRIES, min_size=count, max_size=count), label="scores")
-        if scores and sometimes(data, 15, "out of range"):
+        if scores and sometimes(data, 30, "out of range"):
             scores[data.draw(st.integers(0, len(scores) - 1), label="where")] = MAX_SCORE + 1
         salt = os.urandom(32)
         commitment = make_score_commitment(task.task_id, task.current_round, address, scores, salt)
@@ -621,7 +630,12 @@ class MarketMachine(RuleBasedStateMachine):
             trainers.pop()
             expected = "TaskMarketRevealersMismatch"
         elif broken == "swap validators" and len(validators) > 1:
-            validators[0], validators[1], scores[0], scores[1] = validators[1], validators[0], scores[1], scores[0]
+            validators[0], validators[1], scores[0], scores[1] = (
+                validators[1],
+                validators[0],
+                scores[1],
+                scores[0],
+            )
             expected = "TaskMarketUnsorted"
         elif broken == "change score" and validators and scores[0]:
             scores[0][0] = scores[0][0] + 1 if scores[0][0] < MAX_SCORE else 0
@@ -638,7 +652,9 @@ class MarketMachine(RuleBasedStateMachine):
         else:
             expected = None
         budget = task.pool // max(task.terms.rounds - task.current_round + 1, 1)
-        fn = self.market.functions.finalizeRound(task.task_id, (trainers, non_revealers, validators, scores, silent))
+        fn = self.market.functions.finalizeRound(
+            task.task_id, (trainers, non_revealers, validators, scores, silent)
+        )
         receipt = self.attempt(caller, fn, expected)
         if not receipt:
             return
@@ -660,7 +676,9 @@ class MarketMachine(RuleBasedStateMachine):
         for result in consensus.validators:
             task.v_claimable[result.validator] += result.payout
         payout = consensus.trainer_payout + consensus.validator_payout
-        burned = sum(self.slash_trainer(task, r.trainer) for r in consensus.trainers if r.outcome == Outcome.REJECTED)
+        burned = sum(
+            self.slash_trainer(task, r.trainer) for r in consensus.trainers if r.outcome == Outcome.REJECTED
+        )
         burned += sum(self.slash_trainer(task, a) for a in non_revealers)
         burned += sum(self.slash_validator(task, v) for v in silent)
         (finalized,) = events(self.chain, receipt, "RoundFinalized")
@@ -754,26 +772,28 @@ class MarketMachine(RuleBasedStateMachine):
                 continue
             phase = self.phase(task)
             if phase == RoundPhase.COMMIT:
-                silent = sometimes(data, 4, "silent committers")
+                silent = sometimes(data, 6, "silent committers")
                 members = [t for t in self.trainers if t.address in task.members - set(task.committed)]
                 for trainer in members[: len(members) - silent]:
                     self.commit_for(task, trainer)
             elif phase == RoundPhase.REVEAL:
                 pending = [t for t in self.trainers if t.address in set(task.committed) - task.revealed]
-                silent = sometimes(data, 4, "silent revealers")
+                silent = sometimes(data, 6, "silent revealers")
                 for trainer in pending[: len(pending) - silent]:
-                    self.reveal_for(task, trainer, honest=not sometimes(data, 10, "wrong salt"))
+                    self.reveal_for(task, trainer, honest=not sometimes(data, 15, "wrong salt"))
             elif phase == RoundPhase.SCORE_COMMIT:
-                silent = sometimes(data, 4, "silent score committers")
-                pending = [v for v in self.validator_pool if v.address in task.validators - set(task.score_committed)]
+                silent = sometimes(data, 6, "silent score committers")
+                pending = [
+                    v for v in self.validator_pool if v.address in task.validators - set(task.score_committed)
+                ]
                 for validator in pending[: len(pending) - silent]:
                     self.commit_scores_for(task, validator, data)
             elif phase == RoundPhase.SCORE_REVEAL:
                 pending = [v for v in self.validator_pool if v.address in set(task.score_committed)
                            and v.address not in task.score_revealed]  # fmt: skip
-                silent = sometimes(data, 4, "silent score revealers")
+                silent = sometimes(data, 6, "silent score revealers")
                 for validator in pending[: len(pending) - silent]:
-                    self.reveal_scores_for(task, validator, honest=not sometimes(data, 10, "wrong salt"))
+                    self.reveal_scores_for(task, validator, honest=not sometimes(data, 15, "wrong salt"))
             elif phase == RoundPhase.SETTLING:
                 quorum = (
                     len(task.revealed) >= task.terms.min_trainers

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 from eth_utils import function_signature_to_4byte_selector
-from testkit.contracts import STAKE, VALIDATOR_STAKE, MarketDriver, digest, error_args, reverts
 
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts
 from fedmarket.protocol import RoundPhase, make_commitment
+from testkit.contracts import STAKE, VALIDATOR_STAKE, MarketDriver, digest, error_args, reverts
 
 REENTRANT_CALL = function_signature_to_4byte_selector("ReentrancyGuardReentrantCall()")
 
@@ -107,7 +107,10 @@ def test_claim_reentering_claim_reverts_reentrancy_guard(hooked, trainers, valid
 
 def test_reentrant_claim_is_refused_and_nothing_extra_leaves(hooked, trainers, validators):
     task_id = settled_task(hooked, trainers, validators)
-    owed, owed_to_token = claimable(hooked, task_id, trainers[0].address), claimable(hooked, task_id, hooked.address)
+    owed, owed_to_token = (
+        claimable(hooked, task_id, trainers[0].address),
+        claimable(hooked, task_id, hooked.address),
+    )
     hooked.arm("claim", [task_id], bubble=False)
     held, token_balance = hooked.held(), hooked.chain.balance(hooked.address)
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
-from testkit.contracts import POOL, error_args, events, reverts
 
 from fedmarket.protocol import (
     PermitSignature,
@@ -16,6 +15,7 @@ from fedmarket.protocol import (
     sign_permit,
     sign_task_terms,
 )
+from testkit.contracts import POOL, error_args, events, reverts
 
 TOKEN_NAME = "FedMarket Token"
 
@@ -219,8 +219,13 @@ def test_permit_front_run_by_someone_else_is_tolerated(driver, market_chain, rel
     market_chain.tx(
         outsider,
         market_chain.token.functions.permit(
-            owner.address, market_chain.market.address,
-            permit.value, permit.deadline, permit.v, permit.r, permit.s,
+            owner.address,
+            market_chain.market.address,
+            permit.value,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
         ),
     )
     receipt = relay.relay(terms, deadline=deadline, signature=signature, permit=permit)

@@ -3,6 +3,7 @@ The validators' phases are in test_validators.py."""
 
 from __future__ import annotations
 
+from fedmarket.protocol import RoundPhase, make_commitment, new_salt
 from testkit.contracts import (
     COMMIT_WINDOW,
     MODEL_0,
@@ -14,8 +15,6 @@ from testkit.contracts import (
     events,
     reverts,
 )
-
-from fedmarket.protocol import RoundPhase, make_commitment, new_salt
 
 
 def block_time(chain, receipt) -> int:
@@ -105,7 +104,9 @@ def test_start_round_while_a_round_is_open_reverts_wrong_phase(driver, market_ch
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.COMMIT}
 
 
-def test_start_round_after_the_last_round_reverts_task_not_open(driver, market_chain, make_task, trainers, validators):
+def test_start_round_after_the_last_round_reverts_task_not_open(
+    driver, market_chain, make_task, trainers, validators
+):
     """The last round completes the task, so a task with no rounds left is never open."""
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
@@ -151,7 +152,11 @@ def test_next_round_on_another_model_reverts_model_mismatch(driver, market_chain
     start = market_chain.market.functions.startRound(joined_task, MODEL_0)
     error = reverts(market_chain.tx, driver.coordinator, start)
     assert error.name == "TaskMarketModelMismatch"
-    assert error_args(error) == {"taskId": joined_task, "expected": "0x" + published.hex(), "given": "0x" + MODEL_0.hex()}
+    assert error_args(error) == {
+        "taskId": joined_task,
+        "expected": "0x" + published.hex(),
+        "given": "0x" + MODEL_0.hex(),
+    }
 
 
 def test_next_round_after_an_abort_trains_on_the_same_model(driver, market_chain, joined_task, trainers):
@@ -365,7 +370,9 @@ def test_commitment_from_previous_round_reverts_commitment_mismatch(
 
 
 def test_reveal_twice_reverts_already_revealed(driver, market_chain, joined_task, trainers):
-    run = driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1], stop=RoundPhase.REVEAL)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], revealers=trainers[:1], stop=RoundPhase.REVEAL
+    )
     error = reverts(driver.reveal, run, trainers[0])
     assert error.name == "TaskMarketAlreadyRevealed"
     assert error_args(error) == {"taskId": joined_task, "trainer": trainers[0].address, "round": 1}
@@ -384,7 +391,9 @@ def test_reveal_by_non_committer_reverts_not_committed(driver, market_chain, joi
 
 
 def test_reveal_phase_closes_early_when_every_committer_revealed(driver, market_chain, joined_task, trainers):
-    run = driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2], stop=RoundPhase.REVEAL)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], revealers=trainers[:2], stop=RoundPhase.REVEAL
+    )
     assert driver.phase(joined_task) == RoundPhase.REVEAL
     commit_deadline = driver.get_round(joined_task, 1)["commitDeadline"]
     receipt = driver.reveal(run, trainers[2])
@@ -398,7 +407,9 @@ def test_reveal_phase_closes_early_when_every_committer_revealed(driver, market_
 
 
 def test_reveal_deadline_opens_score_commit_phase(driver, market_chain, joined_task, trainers):
-    run = driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2], stop=RoundPhase.REVEAL)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], revealers=trainers[:2], stop=RoundPhase.REVEAL
+    )
     deadline = driver.get_round(joined_task, 1)["revealDeadline"]
     market_chain.advance(deadline - market_chain.now() - 5)
     assert driver.phase(joined_task) == RoundPhase.REVEAL

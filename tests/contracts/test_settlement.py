@@ -4,6 +4,12 @@ abortRound, and publishModel. The consensus arithmetic itself is in test_consens
 from __future__ import annotations
 
 import pytest
+import rlp
+from web3 import Web3
+from web3.logs import DISCARD
+
+from fedmarket.consensus import INVALID
+from fedmarket.protocol import BPS, Outcome, RoundPhase, TaskStatus
 from testkit.contracts import (
     BURN_ADDRESS,
     POOL,
@@ -19,11 +25,6 @@ from testkit.contracts import (
     events,
     reverts,
 )
-
-from web3.logs import DISCARD
-
-from fedmarket.consensus import INVALID
-from fedmarket.protocol import BPS, Outcome, RoundPhase, TaskStatus
 
 SLASHED = STAKE * SLASH_BPS // BPS
 VALIDATOR_SLASHED = VALIDATOR_STAKE * SLASH_BPS // BPS
@@ -92,7 +93,13 @@ def test_finalize_pays_consensus_shares_and_emits_settlement_events(
         for t in by_address([t.address for t in trainers[:3]])
     ]  # fmt: skip
     assert events(market_chain, receipt, "ValidatorSettled") == [
-        {"taskId": joined_task, "round": 1, "validator": v, "agreement": 10**18, "payout": validator_budget // 2}
+        {
+            "taskId": joined_task,
+            "round": 1,
+            "validator": v,
+            "agreement": 10**18,
+            "payout": validator_budget // 2,
+        }
         for v in by_address([v.address for v in validators[:2]])
     ]
     payout = 3 * trainer_share + validator_budget // 2 * 2
@@ -141,14 +148,18 @@ def test_finalize_outside_settling_phase_reverts_wrong_phase(
     assert error_args(error) == {"taskId": joined_task, "phase": phase}
 
 
-def test_finalize_without_trainer_quorum_reverts_quorum_not_reached(driver, market_chain, joined_task, trainers):
+def test_finalize_without_trainer_quorum_reverts_quorum_not_reached(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1])
     error = reverts(driver.finalize, joined_task)
     assert error.name == "TaskMarketQuorumNotReached"
     assert error_args(error) == {"taskId": joined_task, "revealed": 1, "required": 2}
 
 
-def test_finalize_on_completed_task_reverts_task_not_open(driver, market_chain, make_task, trainers, validators):
+def test_finalize_on_completed_task_reverts_task_not_open(
+    driver, market_chain, make_task, trainers, validators
+):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
     driver.join_validators(task_id, validators[:1])
@@ -184,7 +195,9 @@ def test_finalize_listing_a_trainer_that_did_not_reveal_reverts_not_a_revealer(
         assert error_args(error) == {"taskId": joined_task, "trainer": stranger}
 
 
-def test_finalize_leaving_out_a_revealer_reverts_revealers_mismatch(driver, market_chain, joined_task, trainers):
+def test_finalize_leaving_out_a_revealer_reverts_revealers_mismatch(
+    driver, market_chain, joined_task, trainers
+):
     run = driver.run_round(joined_task, committers=trainers[:3])
     good = driver.settlement(run)
     error = reverts(driver.finalize, joined_task, replace_at(good, 0, good[0][1:]))
@@ -253,7 +266,9 @@ def test_finalize_without_listing_a_non_revealer_reverts_non_revealers_mismatch(
     assert error_args(error) == {"taskId": joined_task, "listed": 0, "expected": 1}
 
 
-def test_finalize_listing_a_revealer_as_non_revealer_reverts_revealed(driver, market_chain, joined_task, trainers):
+def test_finalize_listing_a_revealer_as_non_revealer_reverts_revealed(
+    driver, market_chain, joined_task, trainers
+):
     run = driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2])
     good = driver.settlement(run)
     error = reverts(driver.finalize, joined_task, replace_at(good, 1, [*good[1], trainers[0].address]))
@@ -294,7 +309,9 @@ def test_finalize_listing_a_validator_that_is_not_silent_reverts_not_silent(
     driver, market_chain, joined_task, trainers, validators
 ):
     driver.join_validators(joined_task, validators[2:3])
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:2], score_revealers=validators[:1])
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:2], score_revealers=validators[:1]
+    )
     good = driver.settlement(run)
     # one that revealed, one that never committed, the silent one twice
     for extra in (validators[0], validators[2], validators[1]):
@@ -347,7 +364,9 @@ def test_finalize_slashes_a_rejected_trainer_burns_the_cut_and_removes_it(
 def test_finalize_slashes_non_revealers_and_silent_validators_and_burns_it_all_at_once(
     driver, market_chain, joined_task, trainers, validators
 ):
-    driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2], score_revealers=validators[:1])
+    driver.run_round(
+        joined_task, committers=trainers[:3], revealers=trainers[:2], score_revealers=validators[:1]
+    )
     burn_before = market_chain.balance(BURN_ADDRESS)
 
     receipt = driver.finalize(joined_task)
@@ -380,8 +399,12 @@ def test_a_rejected_trainer_keeps_its_validator_seat_and_a_silent_validator_its_
     )
     receipt = driver.finalize(joined_task)
 
-    assert [e["trainer"] for e in events(market_chain, receipt, "TrainerSlashed")] == [rejected_trainer.address]
-    assert [e["validator"] for e in events(market_chain, receipt, "ValidatorSlashed")] == [silent_validator.address]
+    assert [e["trainer"] for e in events(market_chain, receipt, "TrainerSlashed")] == [
+        rejected_trainer.address
+    ]
+    assert [e["validator"] for e in events(market_chain, receipt, "ValidatorSlashed")] == [
+        silent_validator.address
+    ]
     assert driver.get_trainer(joined_task, rejected_trainer.address)["joined"] is False
     assert driver.get_validator(joined_task, rejected_trainer.address)["joined"] is True
     assert driver.get_validator(joined_task, silent_validator.address)["joined"] is False
@@ -389,7 +412,9 @@ def test_a_rejected_trainer_keeps_its_validator_seat_and_a_silent_validator_its_
     assert run.round_no == 1
 
 
-def test_round_budget_is_taken_before_slashes_which_never_add_to_it(driver, market_chain, joined_task, trainers):
+def test_round_budget_is_taken_before_slashes_which_never_add_to_it(
+    driver, market_chain, joined_task, trainers
+):
     run = driver.run_round(joined_task, committers=trainers[:3], scores=rejecting(trainers[2]))
     budget = driver.budget(joined_task)
     assert budget == POOL // 3
@@ -501,7 +526,9 @@ def test_abort_without_quorum_by_anyone_slashes_non_revealers_and_keeps_budget_i
         }  # fmt: skip
 
 
-def test_abort_with_both_quorums_reverts_abort_not_allowed(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_with_both_quorums_reverts_abort_not_allowed(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2])
     for caller in (outsider, driver.coordinator):
         error = reverts(driver.abort, joined_task, caller=caller)
@@ -554,7 +581,9 @@ def test_abort_listing_a_non_revealer_twice_reverts_already_rejected(
     assert error.name == "TaskMarketAlreadyRejected"
 
 
-def test_abort_listing_a_non_committer_reverts_not_committed(driver, market_chain, joined_task, trainers, outsider):
+def test_abort_listing_a_non_committer_reverts_not_committed(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:1])
     error = reverts(driver.abort, joined_task, non_revealers=[trainers[2].address], caller=outsider)
     assert error.name == "TaskMarketNotCommitted"
@@ -583,7 +612,9 @@ def test_abort_of_a_round_nobody_committed_to(driver, market_chain, joined_task,
     assert token_transfers(market_chain, receipt) == []
 
 
-def test_abort_of_last_round_refunds_the_pool(driver, market_chain, make_task, owner, trainers, validators, outsider):
+def test_abort_of_last_round_refunds_the_pool(
+    driver, market_chain, make_task, owner, trainers, validators, outsider
+):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:3])
     driver.join_validators(task_id, validators[:1])
@@ -600,7 +631,9 @@ def test_abort_of_last_round_refunds_the_pool(driver, market_chain, make_task, o
     assert driver.get_state(task_id)["status"] == TaskStatus.COMPLETED
 
 
-def test_full_slash_leaves_nothing_to_withdraw(driver, market_chain, make_task, trainers, validators, outsider):
+def test_full_slash_leaves_nothing_to_withdraw(
+    driver, market_chain, make_task, trainers, validators, outsider
+):
     task_id = make_task(slash_bps=10_000)
     driver.join(task_id, trainers[:3])
     driver.join_validators(task_id, validators[:1])
@@ -615,14 +648,21 @@ def test_full_slash_leaves_nothing_to_withdraw(driver, market_chain, make_task, 
 # ------------------------------------------------------------------------------- publishModel
 
 
-def test_publish_model_records_the_aggregate_and_emits_model_published(driver, market_chain, joined_task, trainers):
+def test_publish_model_records_the_aggregate_and_emits_model_published(
+    driver, market_chain, joined_task, trainers
+):
     driver.run_round(joined_task, committers=trainers[:3])
     driver.finalize(joined_task)
 
     receipt = driver.publish(joined_task, model=digest("aggregate-1"), report=digest("report-1"))
 
     assert events(market_chain, receipt, "ModelPublished") == [
-        {"taskId": joined_task, "round": 1, "modelHash": digest("aggregate-1"), "reportHash": digest("report-1")}
+        {
+            "taskId": joined_task,
+            "round": 1,
+            "modelHash": digest("aggregate-1"),
+            "reportHash": digest("report-1"),
+        }
     ]
     round_ = driver.get_round(joined_task, 1)
     assert (round_["modelPublished"], round_["newModelHash"], round_["reportHash"]) == (
@@ -631,7 +671,9 @@ def test_publish_model_records_the_aggregate_and_emits_model_published(driver, m
     assert driver.get_state(joined_task)["modelHash"] == digest("aggregate-1")
 
 
-def test_publish_model_by_outsider_reverts_not_coordinator(driver, market_chain, joined_task, trainers, outsider):
+def test_publish_model_by_outsider_reverts_not_coordinator(
+    driver, market_chain, joined_task, trainers, outsider
+):
     driver.run_round(joined_task, committers=trainers[:3])
     driver.finalize(joined_task)
     fn = market_chain.market.functions.publishModel(joined_task, digest("m"), digest("r"))
@@ -648,7 +690,9 @@ def test_publish_model_twice_reverts_model_already_published(driver, market_chai
     assert error_args(error) == {"taskId": joined_task, "round": 1}
 
 
-def test_publish_model_of_an_open_or_aborted_round_reverts_wrong_phase(driver, market_chain, joined_task, trainers):
+def test_publish_model_of_an_open_or_aborted_round_reverts_wrong_phase(
+    driver, market_chain, joined_task, trainers
+):
     error = reverts(driver.publish, joined_task)
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.NONE}
     driver.run_round(joined_task, committers=trainers[:3])
@@ -663,7 +707,9 @@ def test_publish_model_of_an_open_or_aborted_round_reverts_wrong_phase(driver, m
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.ABORTED}
 
 
-def test_publish_model_after_the_last_round_completed_the_task(driver, market_chain, make_task, trainers, validators):
+def test_publish_model_after_the_last_round_completed_the_task(
+    driver, market_chain, make_task, trainers, validators
+):
     task_id = make_task(rounds=1)
     driver.join(task_id, trainers[:2])
     driver.join_validators(task_id, validators[:1])
@@ -672,3 +718,27 @@ def test_publish_model_after_the_last_round_completed_the_task(driver, market_ch
     assert driver.get_state(task_id)["status"] == TaskStatus.COMPLETED
     driver.publish(task_id, model=digest("final"))
     assert driver.get_state(task_id)["modelHash"] == digest("final")
+
+
+# ------------------------------------------------------------------------------- the settlement module
+
+
+def test_settlement_module_called_directly_sees_no_task(
+    driver, market_chain, joined_task, trainers, outsider
+):
+    """finalizeRound and abortRound run in TaskMarketSettlement (deployed by the market's
+    constructor, its first creation) by delegatecall. Called directly, it works on its own storage,
+    which holds no task."""
+    driver.run_round(joined_task, committers=trainers[:3])
+    market = bytes.fromhex(market_chain.market.address[2:])
+    module = Web3.to_checksum_address(Web3.keccak(rlp.encode([market, 1]))[12:])
+    assert len(market_chain.w3.eth.get_code(module)) > 0
+    direct = market_chain.w3.eth.contract(address=module, abi=market_chain.market.abi)
+    for fn in (
+        direct.functions.finalizeRound(joined_task, driver.settlement(joined_task)),
+        direct.functions.abortRound(joined_task, [], []),
+    ):
+        error = reverts(market_chain.tx, outsider, fn)
+        assert error.name == "TaskMarketUnknownTask"
+    assert driver.phase(joined_task) == RoundPhase.SETTLING
+    driver.finalize(joined_task)  # through the market, it settles

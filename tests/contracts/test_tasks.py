@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from web3 import Web3
+from web3.logs import DISCARD
+
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, UNAVAILABLE
+from fedmarket.deploy import DEFAULT_SETTLEMENT_GRACE
+from fedmarket.protocol import RoundPhase, TaskStatus
 from testkit.contracts import (
     BURN_ADDRESS,
     MAX_TRAINERS,
@@ -15,12 +21,6 @@ from testkit.contracts import (
     events,
     reverts,
 )
-from web3 import Web3
-from web3.logs import DISCARD
-
-from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, UNAVAILABLE
-from fedmarket.deploy import DEFAULT_SETTLEMENT_GRACE
-from fedmarket.protocol import RoundPhase, TaskStatus
 
 ZERO = "0x" + "00" * 20
 

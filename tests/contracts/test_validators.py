@@ -4,11 +4,21 @@ score phases' clock and early closes, and the validator quorum."""
 from __future__ import annotations
 
 import pytest
+
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
+from fedmarket.protocol import (
+    BPS,
+    RoundPhase,
+    TaskStatus,
+    make_score_commitment,
+    new_salt,
+    revealed_scores_hash,
+)
 from testkit.contracts import (
     SCORE,
     SCORE_REVEAL_WINDOW,
-    SLASH_BPS,
     SCORE_WINDOW,
+    SLASH_BPS,
     STAKE,
     VALIDATOR_STAKE,
     digest,
@@ -17,9 +27,6 @@ from testkit.contracts import (
     events,
     reverts,
 )
-
-from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
-from fedmarket.protocol import BPS, RoundPhase, TaskStatus, make_score_commitment, new_salt, revealed_scores_hash
 
 
 def block_time(chain, receipt) -> int:
@@ -38,10 +45,17 @@ def test_join_as_validator_stakes_and_emits_validator_joined(driver, market_chai
     validator = validators[0]
     before = market_chain.balance(validator.address)
 
-    (receipt,) = driver.join_validators(task_id, [validator], stake=VALIDATOR_STAKE + 7, data_hash=digest("split"))
+    (receipt,) = driver.join_validators(
+        task_id, [validator], stake=VALIDATOR_STAKE + 7, data_hash=digest("split")
+    )
 
     assert events(market_chain, receipt, "ValidatorJoined") == [
-        {"taskId": task_id, "validator": validator.address, "stake": VALIDATOR_STAKE + 7, "dataHash": digest("split")}
+        {
+            "taskId": task_id,
+            "validator": validator.address,
+            "stake": VALIDATOR_STAKE + 7,
+            "dataHash": digest("split"),
+        }
     ]
     assert driver.get_validator(task_id, validator.address) == {
         "stake": VALIDATOR_STAKE + 7, "claimable": 0, "lastScoreCommitRound": 0, "lastScoreRevealRound": 0,
@@ -53,7 +67,9 @@ def test_join_as_validator_stakes_and_emits_validator_joined(driver, market_chai
     assert stored == [0, bytes(32), False]
 
 
-def test_join_as_validator_below_minimum_stake_reverts_stake_too_low(driver, market_chain, make_task, validators):
+def test_join_as_validator_below_minimum_stake_reverts_stake_too_low(
+    driver, market_chain, make_task, validators
+):
     task_id = make_task()
     driver.approve(validators[0], VALIDATOR_STAKE)
     error = reverts(market_chain.tx, validators[0], join_fn(market_chain, task_id, stake=VALIDATOR_STAKE - 1))
@@ -61,7 +77,9 @@ def test_join_as_validator_below_minimum_stake_reverts_stake_too_low(driver, mar
     assert error_args(error) == {"taskId": task_id, "stake": VALIDATOR_STAKE - 1, "minimum": VALIDATOR_STAKE}
 
 
-def test_join_as_validator_without_data_hash_reverts_invalid_data_hash(driver, market_chain, make_task, validators):
+def test_join_as_validator_without_data_hash_reverts_invalid_data_hash(
+    driver, market_chain, make_task, validators
+):
     task_id = make_task()
     driver.approve(validators[0], VALIDATOR_STAKE)
     error = reverts(market_chain.tx, validators[0], join_fn(market_chain, task_id, data_hash=bytes(32)))
@@ -69,7 +87,9 @@ def test_join_as_validator_without_data_hash_reverts_invalid_data_hash(driver, m
     assert error_args(error) == {"taskId": task_id}
 
 
-def test_join_as_validator_with_a_stake_beyond_uint96_reverts_safe_cast(driver, market_chain, make_task, validators):
+def test_join_as_validator_with_a_stake_beyond_uint96_reverts_safe_cast(
+    driver, market_chain, make_task, validators
+):
     task_id = make_task()
     error = reverts(market_chain.tx, validators[0], join_fn(market_chain, task_id, stake=2**96))
     assert error.name == "SafeCastOverflowedUintDowncast"
@@ -95,7 +115,9 @@ def test_join_as_validator_of_full_task_reverts_validators_full(driver, market_c
     driver.join_validators(task_id, validators[2:3])  # a seat came free
 
 
-def test_join_as_validator_of_closed_or_unknown_task_reverts(driver, market_chain, make_task, owner, validators):
+def test_join_as_validator_of_closed_or_unknown_task_reverts(
+    driver, market_chain, make_task, owner, validators
+):
     task_id = make_task()
     market_chain.tx(owner, market_chain.market.functions.cancelTask(task_id))
     driver.approve(validators[0], VALIDATOR_STAKE)
@@ -126,13 +148,19 @@ def test_rejoining_validator_stakes_again_on_a_new_data_hash(driver, market_chai
     assert driver.get_validator(task_id, validator.address)["dataHash"] == digest("old split")
     driver.join_validators(task_id, [validator], stake=VALIDATOR_STAKE * 2, data_hash=digest("new split"))
     stored = driver.get_validator(task_id, validator.address)
-    assert (stored["stake"], stored["dataHash"], stored["joined"]) == (VALIDATOR_STAKE * 2, digest("new split"), True)
+    assert (stored["stake"], stored["dataHash"], stored["joined"]) == (
+        VALIDATOR_STAKE * 2,
+        digest("new split"),
+        True,
+    )
 
 
 # ------------------------------------------------------------------------------- leaveValidator
 
 
-def test_leave_validator_returns_stake_and_emits_validator_left(driver, market_chain, joined_task, validators):
+def test_leave_validator_returns_stake_and_emits_validator_left(
+    driver, market_chain, joined_task, validators
+):
     validator = validators[0]
     before = market_chain.balance(validator.address)
 
@@ -156,7 +184,9 @@ def test_leave_validator_without_joining_reverts_not_validator(market_chain, joi
 def test_leave_validator_with_open_score_commitment_reverts_open_score_commitment(
     driver, market_chain, joined_task, trainers, validators
 ):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     leave = market_chain.market.functions.leaveValidator(joined_task)
     error = reverts(market_chain.tx, validators[0], leave)
     assert error.name == "TaskMarketOpenScoreCommitment"
@@ -184,7 +214,9 @@ def test_commit_scores_stores_commitment_and_emits_scores_committed(
     scores, salt = [1, 2, 3], new_salt()
     commitment = make_score_commitment(joined_task, 1, validators[0].address, scores, salt)
 
-    receipt = market_chain.tx(validators[0], market_chain.market.functions.commitScores(joined_task, commitment))
+    receipt = market_chain.tx(
+        validators[0], market_chain.market.functions.commitScores(joined_task, commitment)
+    )
 
     assert events(market_chain, receipt, "ScoresCommitted") == [
         {"taskId": joined_task, "round": 1, "validator": validators[0].address, "commitment": commitment}
@@ -196,14 +228,20 @@ def test_commit_scores_stores_commitment_and_emits_scores_committed(
     assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
 
 
-def test_commit_scores_twice_reverts_scores_already_committed(driver, market_chain, joined_task, trainers, validators):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+def test_commit_scores_twice_reverts_scores_already_committed(
+    driver, market_chain, joined_task, trainers, validators
+):
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     error = reverts(driver.commit_scores, run, validators[0], [1, 2, 3])
     assert error.name == "TaskMarketScoresAlreadyCommitted"
     assert error_args(error) == {"taskId": joined_task, "validator": validators[0].address, "round": 1}
 
 
-def test_commit_scores_by_non_validator_reverts_not_validator(driver, market_chain, joined_task, trainers, validators):
+def test_commit_scores_by_non_validator_reverts_not_validator(
+    driver, market_chain, joined_task, trainers, validators
+):
     run = driver.run_round(joined_task, committers=trainers[:3], scorers=[], stop=RoundPhase.SCORE_COMMIT)
     for account in (trainers[0], validators[2]):  # a trainer is no validator; not joined
         error = reverts(driver.commit_scores, run, account, [1, 2, 3])
@@ -211,7 +249,9 @@ def test_commit_scores_by_non_validator_reverts_not_validator(driver, market_cha
         assert error_args(error) == {"taskId": joined_task, "validator": account.address}
 
 
-@pytest.mark.parametrize("phase", [RoundPhase.NONE, RoundPhase.COMMIT, RoundPhase.REVEAL, RoundPhase.SCORE_REVEAL])
+@pytest.mark.parametrize(
+    "phase", [RoundPhase.NONE, RoundPhase.COMMIT, RoundPhase.REVEAL, RoundPhase.SCORE_REVEAL]
+)
 def test_commit_scores_outside_score_commit_phase_reverts_wrong_phase(
     driver, market_chain, joined_task, trainers, validators, phase
 ):
@@ -220,7 +260,9 @@ def test_commit_scores_outside_score_commit_phase_reverts_wrong_phase(
     elif phase == RoundPhase.REVEAL:
         driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:2], stop=phase)
     elif phase == RoundPhase.SCORE_REVEAL:
-        driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], score_revealers=[], stop=phase)
+        driver.run_round(
+            joined_task, committers=trainers[:3], scorers=validators[:1], score_revealers=[], stop=phase
+        )
     assert driver.phase(joined_task) == phase
     fn = market_chain.market.functions.commitScores(joined_task, b"\x01" * 32)
     error = reverts(market_chain.tx, validators[1], fn)
@@ -231,7 +273,9 @@ def test_commit_scores_outside_score_commit_phase_reverts_wrong_phase(
 def test_score_commit_phase_closes_early_when_every_joined_validator_committed(
     driver, market_chain, joined_task, trainers, validators
 ):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
     receipt = driver.commit_scores(run, validators[1], [SCORE] * 3)
     now = block_time(market_chain, receipt)
@@ -244,7 +288,9 @@ def test_score_commit_phase_closes_early_when_every_joined_validator_committed(
 def test_validator_joining_mid_score_commit_keeps_the_phase_open_until_it_commits(
     driver, market_chain, joined_task, trainers, validators
 ):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     driver.join_validators(joined_task, validators[2:3])
     driver.commit_scores(run, validators[1], [SCORE] * 3)
     assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
@@ -252,8 +298,12 @@ def test_validator_joining_mid_score_commit_keeps_the_phase_open_until_it_commit
     assert driver.phase(joined_task) == RoundPhase.SCORE_REVEAL
 
 
-def test_score_commit_deadline_opens_score_reveal_phase(driver, market_chain, joined_task, trainers, validators):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+def test_score_commit_deadline_opens_score_reveal_phase(
+    driver, market_chain, joined_task, trainers, validators
+):
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     deadline = driver.get_round(joined_task, 1)["scoreCommitDeadline"]
     assert deadline == driver.get_round(joined_task, 1)["revealDeadline"] + SCORE_WINDOW
     market_chain.advance(deadline - market_chain.now() - 5)
@@ -285,13 +335,20 @@ def test_score_commits_in_a_round_nobody_committed_to_close_the_skipped_reveal_p
 # ------------------------------------------------------------------------------- revealScores
 
 
-def test_reveal_scores_emits_the_vector_and_keeps_its_hash(driver, market_chain, joined_task, trainers, validators):
+def test_reveal_scores_emits_the_vector_and_keeps_its_hash(
+    driver, market_chain, joined_task, trainers, validators
+):
     run = driver.run_round(joined_task, committers=trainers[:3], stop=RoundPhase.SCORE_COMMIT,
                            scores=lambda v, revealed: [UNAVAILABLE, 7, -3])  # fmt: skip
     receipt = driver.reveal_scores(run, validators[0])
 
     assert events(market_chain, receipt, "ScoresRevealed") == [
-        {"taskId": joined_task, "round": 1, "validator": validators[0].address, "scores": [UNAVAILABLE, 7, -3]}
+        {
+            "taskId": joined_task,
+            "round": 1,
+            "validator": validators[0].address,
+            "scores": [UNAVAILABLE, 7, -3],
+        }
     ]
     stored = market_chain.market.functions.getScoreCommitment(joined_task, validators[0].address).call()
     assert stored == [1, revealed_scores_hash([UNAVAILABLE, 7, -3]), True]
@@ -303,7 +360,9 @@ def test_reveal_scores_emits_the_vector_and_keeps_its_hash(driver, market_chain,
 def test_reveal_scores_during_score_commit_phase_reverts_wrong_phase(
     driver, market_chain, joined_task, trainers, validators
 ):
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     error = reverts(driver.reveal_scores, run, validators[0])
     assert error.name == "TaskMarketWrongPhase"
     assert error_args(error) == {"taskId": joined_task, "phase": RoundPhase.SCORE_COMMIT}
@@ -312,7 +371,9 @@ def test_reveal_scores_during_score_commit_phase_reverts_wrong_phase(
 def test_reveal_scores_without_committing_reverts_scores_not_committed(
     driver, market_chain, joined_task, trainers, validators
 ):
-    driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     driver.advance_past("scoreCommitDeadline", driver.runs[joined_task])
     fn = market_chain.market.functions.revealScores(joined_task, [1, 2, 3], new_salt())
     error = reverts(market_chain.tx, validators[1], fn)
@@ -320,7 +381,9 @@ def test_reveal_scores_without_committing_reverts_scores_not_committed(
     assert error_args(error) == {"taskId": joined_task, "validator": validators[1].address, "round": 1}
 
 
-def test_reveal_scores_twice_reverts_scores_already_revealed(driver, market_chain, joined_task, trainers, validators):
+def test_reveal_scores_twice_reverts_scores_already_revealed(
+    driver, market_chain, joined_task, trainers, validators
+):
     run = driver.run_round(joined_task, committers=trainers[:3], score_revealers=validators[:1],
                            stop=RoundPhase.SCORE_REVEAL)  # fmt: skip
     error = reverts(driver.reveal_scores, run, validators[0])
@@ -377,7 +440,9 @@ def test_copied_score_commitment_reverts_score_commitment_mismatch(
 ):
     """A validator that copies another's commitment cannot reveal the other's vector: the
     commitment binds the validator."""
-    run = driver.run_round(joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT)
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:1], stop=RoundPhase.SCORE_COMMIT
+    )
     copied = market_chain.market.functions.getScoreCommitment(joined_task, validators[0].address).call()[1]
     market_chain.tx(validators[1], market_chain.market.functions.commitScores(joined_task, copied))
     vote = run.votes[validators[0].address]
@@ -397,7 +462,9 @@ def test_score_reveal_phase_closes_early_when_every_committer_revealed(
 
 
 def test_score_reveal_deadline_opens_settling_phase(driver, market_chain, joined_task, trainers, validators):
-    driver.run_round(joined_task, committers=trainers[:3], score_revealers=validators[:1], stop=RoundPhase.SCORE_REVEAL)
+    driver.run_round(
+        joined_task, committers=trainers[:3], score_revealers=validators[:1], stop=RoundPhase.SCORE_REVEAL
+    )
     deadline = driver.get_round(joined_task, 1)["scoreRevealDeadline"]
     market_chain.advance(deadline - market_chain.now() - 5)
     assert driver.phase(joined_task) == RoundPhase.SCORE_REVEAL
@@ -455,5 +522,9 @@ def test_abort_below_validator_quorum_slashes_the_silent_validator_and_keeps_the
     state = driver.get_state(task_id)
     assert (state["validatorCount"], state["status"]) == (1, TaskStatus.OPEN)
     # below the validator quorum now: no next round until another validator joins
-    error = reverts(market_chain.tx, driver.coordinator, market_chain.market.functions.startRound(task_id, state["modelHash"]))
+    error = reverts(
+        market_chain.tx,
+        driver.coordinator,
+        market_chain.market.functions.startRound(task_id, state["modelHash"]),
+    )
     assert error.name == "TaskMarketNotEnoughValidators"
