@@ -26,6 +26,10 @@ CHAIN_ID = 31337
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_ACCOUNTS = 64
 DEVNET_BLOCK_TIME = 1.0  # the devnet's clock ticks without traffic: phase deadlines pass by themselves
+# Historical states Anvil keeps, in memory only. Without a limit it dumps the state of every old
+# block to ~/.foundry/anvil/tmp and never deletes it: one `make test` wrote 6 GB there (the test
+# session's Anvil sees hundreds of deployments), enough to fill a CI disk.
+HISTORY_STATES = 512
 
 Account.enable_unaudited_hdwallet_features()
 
@@ -59,8 +63,10 @@ def dev_accounts(count: int) -> list[LocalAccount]:
 class Anvil:
     """An Anvil process on a free local port; a context manager that always stops it.
 
-    Every transaction is mined at once. `block_time=None` mines nothing else, so the chain's clock
-    stands still between transactions (what deterministic tests want); with `block_time`, Anvil
+    Every transaction is mined at once; the last HISTORY_STATES blocks' states can be read
+    (`eth_call` at a block) and nothing is written to disk. `block_time=None` mines nothing
+    else, so the chain's clock stands still between transactions (what deterministic tests
+    want); with `block_time`, Anvil
     also mines an empty block every `block_time` seconds (`--mixed-mining`), so deadlines pass on
     chain without anybody's traffic, as on a real chain (what the demo and `make devnet` use).
     """
@@ -89,6 +95,7 @@ class Anvil:
             "--accounts", str(self._accounts),
             "--mnemonic", DEV_MNEMONIC,
             "--balance", "10000",
+            "--prune-history", str(HISTORY_STATES),
         ]  # fmt: skip
         if self._block_time:
             command += ["--block-time", str(self._block_time), "--mixed-mining"]
