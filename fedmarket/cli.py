@@ -22,7 +22,7 @@ from rich.table import Table
 from fedmarket.chain import MarketClient
 from fedmarket.errors import FedmarketError
 from fedmarket.store import ContentStore, DirectoryStore, HttpStore
-from fedmarket.verify import verify_task
+from fedmarket.verify import Finding, verify_task
 
 app = typer.Typer(help="fedmarket for everyone: audit tasks from public data.", no_args_is_help=True)
 console = Console()
@@ -66,7 +66,7 @@ def verify(
         errors.print(f"[red]error:[/red] cannot verify task {task_id}: {exc}")
         raise typer.Exit(2) from None
     table = Table("round", "status", "facts checked", "result")
-    findings = []
+    findings: list[Finding] = []
     for result in results:
         findings.extend(result.findings)
         verdict = (

@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -345,7 +346,7 @@ def earnings(market: MarketClient, task_id: int) -> tuple[dict, dict, dict]:
     return earned, slashed, agreements
 
 
-def median_guarantee(market: MarketClient, task_id: int, honest: list[str]) -> dict:
+def median_guarantee(market: MarketClient, task_id: int, honest: Sequence[str]) -> dict:
     """Whether every scored update's consensus stayed within the honest validators' normalized
     scores for it, in every round (what the stake-weighted median promises against a minority)."""
     breaches = []
