@@ -8,10 +8,10 @@ with the same signature (:data:`ScoringRule`).
 
 The default rule, leave-one-out (LOO): an update's value is the validation loss of the round's
 aggregate with that update's delta replaced by zeros (same aggregation weight) minus the loss with
-it (positive: it helped), averaged over the validator's samples. A value within
-``spec.scoring.significance`` standard errors of zero (paired per-sample differences) is scored 0:
-on a few hundred samples, an update that changes nothing measurable (noise, a near-copy of the
-model) must not be paid for luck. Zeroing rather than dropping it values what the update *says*, not what
+it (positive: it helped), averaged over the validator's samples. With a positive
+``spec.scoring.significance``, a value within that many standard errors of zero (paired
+per-sample differences) is scored 0, so that an update that changes nothing measurable is not
+paid for luck (off by default: see the measurement next to the setting). Zeroing rather than dropping it values what the update *says*, not what
 its weight does: dropping an update also enlarges the others' step, so a zero or pure-noise update
 that merely shrinks an overshooting step would look helpful (measured on the demo: a free rider
 and a noise attacker were paid ~150 FMT each with dropping). A zero update is worth exactly 0.
