@@ -150,10 +150,19 @@ def test_a_value_within_the_noise_of_the_validators_data_scores_zero():
         shift = float(state["0.bias"][0])
         return np.array([1.0 - shift, 1.0 + 0.9 * shift])
 
-    entries = score_leave_one_out(
-        spec=SPEC, task_id=TASK, round_no=ROUND, global_state=GLOBAL,
-        revealed=[revealed(A, update(A, 1.0))], losses_of_state=noisy_losses,
-    )  # fmt: skip
-    scored = entries[to_checksum_address(A)]
-    assert scored.value == pytest.approx(0.05) and scored.stderr == pytest.approx(0.95)
-    assert scored.entry == 0  # not significant: paid nothing, flagged nothing
+    def entry_with(significance: float) -> tuple:
+        spec = mlp_spec(
+            name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=5.0,
+            scoring={"harm_threshold": -0.5, "significance": significance},
+        )  # fmt: skip
+        entries = score_leave_one_out(
+            spec=spec, task_id=TASK, round_no=ROUND, global_state=GLOBAL,
+            revealed=[revealed(A, update(A, 1.0))], losses_of_state=noisy_losses,
+        )  # fmt: skip
+        scored = entries[to_checksum_address(A)]
+        return scored.value, scored.stderr, scored.entry
+
+    value, stderr, entry = entry_with(2.0)
+    assert value == pytest.approx(0.05) and stderr == pytest.approx(0.95)
+    assert entry == 0  # not significant: paid nothing, flagged nothing
+    assert entry_with(0.0)[2] == round(0.05 / SCORE_UNIT)  # the default: every value counts
