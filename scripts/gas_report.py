@@ -16,13 +16,9 @@ trainer and every validator stayed silent.
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eth_account import Account
@@ -33,7 +29,7 @@ from web3.types import RPCEndpoint, TxParams, TxReceipt
 
 from fedmarket.contracts import compile_contracts
 from fedmarket.deploy import ONE_TOKEN, Deployment, deploy_market
-from fedmarket.devnet import Anvil, dev_accounts, find_anvil
+from fedmarket.devnet import Anvil, dev_accounts
 from fedmarket.protocol import (
     RoundPhase,
     TaskTerms,
@@ -57,31 +53,6 @@ INVALID = -(2**255) + 1  # TaskMarket.SCORE_INVALID
 MAX_TRAINERS, MAX_VALIDATORS = 256, 16  # TaskMarket's caps (read from the contract and checked)
 TX_GAS = 20_000_000  # gas limit of unmeasured transactions: no estimate, one request each
 FUNDS = 1_000 * ONE_TOKEN
-
-
-@contextmanager
-def lean_anvil() -> Iterator[Anvil]:
-    """An Anvil that writes no state history to disk (`--prune-history`). A round at the caps mines
-    a few thousand blocks over hundreds of accounts, and Anvil would otherwise dump the state of
-    each old block under ~/.foundry/anvil/tmp: gigabytes, never removed. Snapshots still work;
-    queries at past blocks do not (nothing here makes one)."""
-    with tempfile.TemporaryDirectory() as folder:
-        wrapper = Path(folder) / "anvil"
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(find_anvil())} --prune-history "$@"\n')
-        wrapper.chmod(0o755)
-        previous = os.environ.get("FEDMARKET_ANVIL")
-        os.environ["FEDMARKET_ANVIL"] = str(wrapper)  # what fedmarket.devnet.Anvil starts
-        try:
-            anvil = Anvil().start()
-        finally:
-            if previous is None:
-                os.environ.pop("FEDMARKET_ANVIL")
-            else:
-                os.environ["FEDMARKET_ANVIL"] = previous
-        try:
-            yield anvil
-        finally:
-            anvil.stop()
 
 
 class GasBench:
@@ -400,7 +371,7 @@ def abort_at_caps(bench: GasBench, owner: LocalAccount) -> int:
 def measure() -> dict[str, int]:
     artifacts = compile_contracts()
     deployer, owner, coordinator, relayer = dev_accounts(4)
-    with lean_anvil() as anvil:
+    with Anvil() as anvil:  # keeps no block history on disk (fedmarket.devnet.HISTORY_STATES)
         w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 60}))
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
         bench = GasBench(w3, deployment, deployer, coordinator)

@@ -10,8 +10,9 @@ from web3 import Web3
 
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, SCALE, UNAVAILABLE
 from fedmarket.deploy import ONE_TOKEN, deploy_market
+from fedmarket.devnet import Anvil
 from fedmarket.protocol import BPS, Outcome, RoundPhase
-from scripts.gas_report import TARGETS, GasBench, lean_anvil, worst_case_settlements
+from scripts.gas_report import TARGETS, GasBench, worst_case_settlements
 from testkit.contracts import (
     SCORE,
     VALIDATOR_STAKE,
@@ -294,7 +295,7 @@ def test_flags_unavailable_rejected_and_worthless_outcomes(
 def caps_bench(artifacts, deployer, owner, coordinator):
     """A market on its own Anvil (one that keeps no state history on disk: a round at the caps
     mines a few thousand blocks over hundreds of accounts)."""
-    with lean_anvil() as anvil:
+    with Anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 60}))
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
         bench = GasBench(w3, deployment, deployer, coordinator)
