@@ -192,7 +192,7 @@ class TaskOrchestrator:
         return StepResult(StepAction.PUBLISHED, result.tx_hash)
 
     def build_report(self, info: TaskInfo, round_no: int) -> RoundReport:
-        """The aggregate of the round's Accepted updates (stored) and the report describing it."""
+        """The aggregate of the round's aggregated (Accepted and Worthless) updates (stored) and the report describing it."""
         timings: dict[str, float] = {}
         spec = self.spec(info)
         started = time.perf_counter()
@@ -202,7 +202,7 @@ class TaskOrchestrator:
 
         started = time.perf_counter()
         global_state = fetch_model(self.store, spec, ledger.model_hash)
-        accepted = ledger.accepted()
+        accepted = ledger.aggregated()
         updates = {
             t: decode_update(self.store.get(cid_from_digest(ledger.reveals[t])), model=global_state)
             for t in accepted

@@ -57,9 +57,9 @@ class Consensus:
     def validator_payout(self) -> int:
         return sum(v.payout for v in self.validators)
 
-    def accepted(self) -> list[str]:
-        """The trainers whose updates go into the round's aggregate."""
-        return [t.trainer for t in self.trainers if t.outcome == Outcome.ACCEPTED]
+    def aggregated(self) -> list[str]:
+        """The trainers whose updates go into the round's aggregate (:attr:`Outcome.aggregated`)."""
+        return [t.trainer for t in self.trainers if t.outcome.aggregated]
 
     def by_trainer(self) -> dict[str, TrainerResult]:
         return {t.trainer: t for t in self.trainers}

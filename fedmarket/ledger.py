@@ -88,12 +88,12 @@ class RoundLedger:
             silent_validators=tuple(self.silent_validators),
         )
 
-    def accepted(self) -> list[str]:
-        """Trainers whose updates the contract accepted, in its order: what the aggregate is made of."""
+    def aggregated(self) -> list[str]:
+        """Trainers whose updates the aggregate is made of (:attr:`Outcome.aggregated`), in the contract's order."""
         return [
             t
             for t in self.trainers
-            if t in self.settled_trainers and self.settled_trainers[t].outcome == Outcome.ACCEPTED
+            if t in self.settled_trainers and self.settled_trainers[t].outcome.aggregated
         ]
 
 

@@ -49,6 +49,13 @@ class Outcome(enum.IntEnum):
     UNAVAILABLE = 2
     REJECTED = 3
 
+    @property
+    def aggregated(self) -> bool:
+        """Whether the update goes into the round's aggregate: the quorum fetched it and did not
+        reject it. A Worthless update is aggregated but not paid, so the significance rule that
+        keeps luck unpaid does not also throw away honest information."""
+        return self in (Outcome.ACCEPTED, Outcome.WORTHLESS)
+
 
 @dataclass(frozen=True)
 class TaskTerms:

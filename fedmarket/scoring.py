@@ -6,15 +6,23 @@ entries. Anyone holding the same data computes the same vector, and the contract
 validators' vectors into the round's consensus (:mod:`fedmarket.consensus`). Other rules plug in
 with the same signature (:data:`ScoringRule`).
 
-The default rule, leave-one-out (LOO): an update's value is the validation loss of the round's
-aggregate with that update's delta replaced by zeros (same aggregation weight) minus the loss with
-it (positive: it helped), averaged over the validator's samples. With a positive
-``spec.scoring.significance``, a value within that many standard errors of zero (paired
-per-sample differences) is scored 0, so that an update that changes nothing measurable is not
-paid for luck (off by default: see the measurement next to the setting). Zeroing rather than dropping it values what the update *says*, not what
-its weight does: dropping an update also enlarges the others' step, so a zero or pure-noise update
-that merely shrinks an overshooting step would look helpful (measured on the demo: a free rider
-and a noise attacker were paid ~150 FMT each with dropping). A zero update is worth exactly 0.
+Two rules (``spec.scoring.method``) value an update by what it *says*: a coalition of updates is
+the round's aggregate with every other update's delta replaced by zeros at its unchanged
+aggregation weight, so that a zero update is worth exactly 0 and a pure-noise one cannot look
+helpful by shrinking an overshooting step (measured on the demo with dropping instead: a free
+rider and a noise attacker were paid ~150 FMT each). A coalition's value is the mean per-sample
+validation-loss improvement over the round's global model.
+- ``loo`` (leave-one-out): the loss of all updates but this one minus the loss of all; ``n + 1``
+  evaluations. Cheap, but an update whose information others also carry gets about 0.
+- ``shapley`` (the default): the Shapley value over coalitions, exact (all ``2^n`` coalitions)
+  for up to :data:`EXACT_SHAPLEY_MAX` updates and otherwise a truncated Monte-Carlo estimate over
+  permutations (TMC-Shapley, Ghorbani & Zou 2019) seeded by the task and round and bounded by
+  ``spec.scoring.max_evaluations``. It splits the round's value fairly between updates that
+  carry the same information, and honest validators agree on it more than on LOO (measured, see
+  docs/protocol.md).
+Both are linear in the per-sample losses, so each value comes with its standard error over the
+validator's samples; a value within ``spec.scoring.significance`` standard errors of zero scores
+0, so that an update that changes nothing measurable is not paid for luck.
 Entries:
 - a score: the value in units of :data:`SCORE_UNIT` loss, rounded to an integer;
 - ``UNAVAILABLE``: the blob could not be fetched or did not match its revealed hash;
@@ -26,6 +34,7 @@ Entries:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +85,7 @@ class ScoredUpdate:
     entry: int  # a score, or UNAVAILABLE / INVALID / HARMFUL
     reason: RejectionReason | None = None
     detail: str | None = None
-    value: float | None = None  # LOO value in loss units, for scored and harmful updates
+    value: float | None = None  # the rule's value in loss units, for scored and harmful updates
     stderr: float | None = None  # its standard error over the validator's samples
     num_samples: int = 0
     norm: float | None = None
@@ -96,27 +105,115 @@ def losses_on(model: nn.Module, data: LocalData) -> LossesFn:
     return losses_of_state
 
 
-def leave_one_out_values(
-    deltas: Sequence[Delta], num_samples: Sequence[int], *, settings: AggregationSettings, losses_of: LossesFn
-) -> list[Value]:
-    """Per update: the per-sample losses of the aggregate with that update zeroed minus those of
-    the aggregate of all, the weights unchanged (see the module docstring), as mean and standard
-    error. Calls ``losses_of`` ``n + 1`` times."""
-    if not deltas:
-        return []
-    full = np.asarray(losses_of(aggregate(deltas, num_samples, settings).delta), dtype=np.float64)
-    values = []
-    for zeroed in range(len(deltas)):
-        silenced = [
-            {key: torch.zeros_like(t) for key, t in delta.items()} if i == zeroed else delta
-            for i, delta in enumerate(deltas)
-        ]
-        paired = (
-            np.asarray(losses_of(aggregate(silenced, num_samples, settings).delta), dtype=np.float64) - full
+EXACT_SHAPLEY_MAX = 8  # 2^8 = 256 coalition evaluations; beyond that, sample permutations
+TRUNCATION = (
+    0.01  # TMC: a permutation stops once its prefix is this close (share of the round's value) to all
+)
+
+
+def _value(paired: np.ndarray) -> Value:
+    """Mean and standard error of per-sample loss improvements."""
+    stderr = float(paired.std(ddof=1) / math.sqrt(len(paired))) if len(paired) > 1 else 0.0
+    return Value(float(paired.mean()), stderr)
+
+
+class Coalitions:
+    """Per-sample losses of coalitions of a round's updates, each evaluated once.
+
+    A coalition keeps its members' deltas and zeroes the rest, the aggregation weights unchanged.
+    """
+
+    def __init__(
+        self,
+        deltas: Sequence[Delta],
+        num_samples: Sequence[int],
+        *,
+        settings: AggregationSettings,
+        losses_of: LossesFn,
+    ) -> None:
+        self._deltas, self._num_samples, self._settings, self._losses_of = (
+            deltas,
+            num_samples,
+            settings,
+            losses_of,
         )
-        stderr = float(paired.std(ddof=1) / math.sqrt(len(paired))) if len(paired) > 1 else 0.0
-        values.append(Value(float(paired.mean()), stderr))
-    return values
+        self._zeros = [{key: torch.zeros_like(t) for key, t in delta.items()} for delta in deltas]
+        self._cache: dict[frozenset[int], np.ndarray] = {}
+        self.size = len(deltas)
+
+    @property
+    def evaluations(self) -> int:
+        return len(self._cache)
+
+    def losses(self, members: frozenset[int]) -> np.ndarray:
+        if members not in self._cache:
+            if members:
+                kept = [d if i in members else self._zeros[i] for i, d in enumerate(self._deltas)]
+                delta = aggregate(kept, self._num_samples, self._settings).delta
+            else:
+                delta = self._zeros[0]
+            self._cache[members] = np.asarray(self._losses_of(delta), dtype=np.float64)
+        return self._cache[members]
+
+
+def leave_one_out_values(coalitions: Coalitions, *, spec: TaskSpec, seed: int) -> list[Value]:
+    """Per update: the loss without it minus the loss with all. ``n + 1`` evaluations."""
+    if not coalitions.size:
+        return []
+    everyone = frozenset(range(coalitions.size))
+    full = coalitions.losses(everyone)
+    return [_value(coalitions.losses(everyone - {i}) - full) for i in range(coalitions.size)]
+
+
+def shapley_values(coalitions: Coalitions, *, spec: TaskSpec, seed: int) -> list[Value]:
+    """Per update: its Shapley value, exact up to :data:`EXACT_SHAPLEY_MAX` updates, else TMC."""
+    n = coalitions.size
+    if not n:
+        return []
+    if n <= EXACT_SHAPLEY_MAX:
+        return _exact_shapley(coalitions)
+    return _truncated_monte_carlo_shapley(coalitions, seed=seed, max_evaluations=spec.scoring.max_evaluations)
+
+
+def _exact_shapley(coalitions: Coalitions) -> list[Value]:
+    n = coalitions.size
+    weight = [math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)]
+    marginals = [np.zeros_like(coalitions.losses(frozenset())) for _ in range(n)]
+    for mask in range(2**n):
+        members = frozenset(i for i in range(n) if mask >> i & 1)
+        without = coalitions.losses(members)
+        for i in range(n):
+            if i not in members:
+                marginals[i] += weight[len(members)] * (without - coalitions.losses(members | {i}))
+    return [_value(m) for m in marginals]
+
+
+def _truncated_monte_carlo_shapley(coalitions: Coalitions, *, seed: int, max_evaluations: int) -> list[Value]:
+    """Average marginals over seeded random permutations; within a permutation, once the prefix's
+    loss is within :data:`TRUNCATION` of the whole round's improvement of the full set's loss, the
+    remaining updates' marginals count as 0. Stops when ``max_evaluations`` are spent."""
+    n = coalitions.size
+    generator = np.random.default_rng(seed)
+    empty, everyone = coalitions.losses(frozenset()), coalitions.losses(frozenset(range(n)))
+    tolerance = TRUNCATION * abs(float(empty.mean() - everyone.mean()))
+    sums = [np.zeros_like(empty) for _ in range(n)]
+    permutations = 0
+    while permutations < max_evaluations and (permutations == 0 or coalitions.evaluations < max_evaluations):
+        prefix: frozenset[int] = frozenset()
+        before = empty
+        for i in generator.permutation(n):
+            if abs(float(before.mean() - everyone.mean())) <= tolerance:
+                break  # truncated: the rest add nothing measurable
+            prefix = prefix | {int(i)}
+            after = coalitions.losses(prefix)
+            sums[int(i)] += before - after
+            before = after
+        permutations += 1
+    return [_value(total / permutations) for total in sums]
+
+
+ValuesFn = Callable[..., list[Value]]
+VALUES: dict[str, ValuesFn] = {"loo": leave_one_out_values, "shapley": shapley_values}
 
 
 def to_entry(value: float) -> int:
@@ -164,7 +261,14 @@ def check_update(
     return None, delta, update.num_samples, norm
 
 
-def score_leave_one_out(
+def round_seed(task_id: int, round_no: int) -> int:
+    """The public seed of a round's sampled scoring: every validator draws the same permutations."""
+    return int.from_bytes(
+        hashlib.sha256(f"fedmarket/scoring/{task_id}/{round_no}".encode()).digest()[:8], "big"
+    )
+
+
+def score_round(
     *,
     spec: TaskSpec,
     task_id: int,
@@ -173,9 +277,9 @@ def score_leave_one_out(
     revealed: Sequence[Revealed],
     losses_of_state: LossesFn,
 ) -> dict[str, ScoredUpdate]:
-    """Entries by trainer (checksummed). `revealed` in reveal (chain) order: of two identical
-    updates the first keeps its place. `losses_of_state(state)`: per-sample losses on the
-    validator's data."""
+    """Entries by trainer (checksummed) under ``spec.scoring.method``. `revealed` in reveal (chain)
+    order: of two identical updates the first keeps its place. `losses_of_state(state)`:
+    per-sample losses on the validator's data."""
     seen: set[bytes] = set()
     results: dict[str, ScoredUpdate] = {}
     candidates: list[tuple[str, dict[str, Tensor], int, float | None]] = []
@@ -192,18 +296,20 @@ def score_leave_one_out(
     def losses_of(delta: Mapping[str, Tensor]) -> np.ndarray:
         return losses_of_state(apply_delta(global_state, delta))
 
+    values_of = VALUES[spec.scoring.method]
     threshold, z = spec.scoring.harm_threshold, spec.scoring.significance
     while candidates:  # terminates: each pass with a harmful update removes it
-        values = leave_one_out_values(
+        coalitions = Coalitions(
             [c[1] for c in candidates],
             [c[2] for c in candidates],
             settings=spec.aggregation,
             losses_of=losses_of,
         )
+        values = values_of(coalitions, spec=spec, seed=round_seed(task_id, round_no))
         harmful = {c[0] for c, value in zip(candidates, values, strict=True) if value.mean < threshold}
         for (trainer, _, samples, norm), value in zip(candidates, values, strict=True):
             if trainer in harmful:
-                detail = f"leave-one-out value {value.mean:.4f} < harm threshold {threshold}"
+                detail = f"{spec.scoring.method} value {value.mean:.4f} < harm threshold {threshold}"
                 results[trainer] = ScoredUpdate(
                     trainer, HARMFUL, RejectionReason.HARMFUL, detail, value.mean, value.stderr, samples, norm
                 )
@@ -218,4 +324,4 @@ def score_leave_one_out(
     return results
 
 
-RULES: dict[str, ScoringRule] = {"loo": score_leave_one_out}
+RULES: dict[str, ScoringRule] = {method: score_round for method in VALUES}

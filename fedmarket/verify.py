@@ -122,7 +122,7 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
         findings.append(Finding(ledger.round_no, "model", "the aggregate was never published"))
         return RoundCheck(ledger.round_no, "finalized", checks, tuple(findings))
     try:
-        expected_model = _recompute_aggregate(store, spec, ledger, consensus.accepted())
+        expected_model = _recompute_aggregate(store, spec, ledger, consensus.aggregated())
         expect("model", round_info.new_model_hash.hex(), expected_model.hex(), "published model hash")
     except FedmarketError as exc:
         findings.append(Finding(ledger.round_no, "model", f"cannot recompute the aggregate: {exc}"))

@@ -41,7 +41,7 @@ def attack(mode: str, *, seed: int = 0):
 # A validator started with ``--bad-validator MODE`` scores honestly, then rewrites its vector:
 #
 #     inflate  the top score of the round for one favoured trainer (the first in the round's
-#              order, by a seed), every round
+#              order, by a seed), every round; its other scores unchanged
 #     random   a random score for every update
 #     lazy     commits and never reveals (handled by the node: it skips the reveal)
 
@@ -55,13 +55,9 @@ def bad_validator(mode: str, *, seed: int = 0):
     if mode == "inflate":
 
         def inflate(trainers: list[str], vector: list[int]) -> list[int]:
-            scores = [e for e in vector if e not in FLAGS]
+            top = max([e for e in vector if e not in FLAGS] + [1])
             favoured = sorted(trainers)[seed % len(trainers)] if trainers else None
-            top = max([*scores, 1]) * 10
-            return [
-                top if t == favoured else (e if e in FLAGS else 0)
-                for t, e in zip(trainers, vector, strict=True)
-            ]
+            return [top if t == favoured else e for t, e in zip(trainers, vector, strict=True)]
 
         return inflate
     if mode == "random":

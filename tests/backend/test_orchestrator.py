@@ -100,7 +100,7 @@ def recomputed_model_hash(coordinator, task, round_no: int) -> bytes:
     global_state = fetch_model(store, task.spec, ledger.model_hash)
     updates = [
         decode_update(store.get(cid_from_digest(ledger.reveals[t])), model=global_state)
-        for t in ledger.accepted()
+        for t in ledger.aggregated()
     ]
     if not updates:
         return digest_of(encode_model(global_state))
@@ -233,7 +233,7 @@ def test_a_garbage_update_is_flagged_invalid_rejected_and_its_trainer_slashed_an
     assert ledger.trainer_slashes == {garbage.address: SLASHED}
     assert_slashed_and_out(coordinator_app, task.task_id, garbage)
     assert_settled_as_recomputed(coordinator_app, task, 1)
-    assert ledger.accepted() == in_chain_order(t.address for t in honest)
+    assert ledger.aggregated() == in_chain_order(t.address for t in honest)
     assert_published_the_aggregate(coordinator_app, task, 1)  # of the two honest updates only
     assert garbage.address not in coordinator_app.api.task(task.task_id)["trainers"]
 

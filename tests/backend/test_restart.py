@@ -211,7 +211,7 @@ def test_a_coordinator_killed_at_any_moment_settles_and_publishes_every_round_on
         assert report.new_model_cid == cid_from_digest(round_info.new_model_hash)
         assert report.payout == round_info.payout
         accepted = {s.trainer for s in report.accepted}
-        assert accepted == set(read_round(market, task_id, round_no).accepted())
+        assert accepted == set(read_round(market, task_id, round_no).aggregated())
         if round_no > 1:
             assert round_info.model_hash == market.round(task_id, round_no - 1).new_model_hash
 

@@ -1,8 +1,8 @@
-"""The validators' leave-one-out rule on hand-made deltas of a tiny linear model.
+"""The validators' scoring rules (leave-one-out and Shapley) on hand-made deltas of a tiny linear model.
 
 No chain, no store: the inputs are bytes and numbers, as a validator node hands them in. The
 validator's "loss" is ``||weights - TARGET||^2`` over every tensor, so a delta moving the global
-model (all zeros) toward TARGET helps, and its leave-one-out value can be worked out by hand.
+model (all zeros) toward TARGET helps, and its leave-one-out or Shapley value can be worked out by hand.
 """
 
 from __future__ import annotations
@@ -18,15 +18,25 @@ from fedmarket.cid import digest_of
 from fedmarket.codec import encode_update
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
 from fedmarket.report import RejectionReason
-from fedmarket.scoring import SCORE_UNIT, Revealed, leave_one_out_values, score_leave_one_out, to_entry
+from fedmarket.scoring import (
+    EXACT_SHAPLEY_MAX,
+    SCORE_UNIT,
+    Coalitions,
+    Revealed,
+    leave_one_out_values,
+    score_round,
+    shapley_values,
+    to_entry,
+)
 from fedmarket.spec import AggregationSettings, mlp_spec
 
 TASK, ROUND = 7, 3
 A, B, C, D = (f"0x{i:040x}" for i in range(0xA1, 0xA5))  # lower-case, not checksummed
 SPEC = mlp_spec(
     name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=5.0,
-    aggregation={"method": "fedavg", "max_weight_share": 1.0}, scoring={"harm_threshold": -0.5},
+    aggregation={"method": "fedavg", "max_weight_share": 1.0}, scoring={"method": "loo", "harm_threshold": -0.5},
 )  # fmt: skip
+SHAPLEY = SPEC.model_copy(update={"scoring": SPEC.scoring.model_copy(update={"method": "shapley"})})
 GLOBAL = {"0.weight": torch.zeros(2, 2), "0.bias": torch.zeros(2)}
 TARGET = {"0.weight": torch.ones(2, 2), "0.bias": torch.ones(2)}  # loss of GLOBAL: 6
 FEDAVG = AggregationSettings(method="fedavg", max_weight_share=1.0)
@@ -51,7 +61,7 @@ def revealed(trainer: str, data: bytes | None, *, update_hash: bytes | None = No
 
 
 def score(reveals, spec=SPEC):
-    return score_leave_one_out(
+    return score_round(
         spec=spec,
         task_id=TASK,
         round_no=ROUND,
@@ -140,8 +150,10 @@ def test_scores_are_clipped_to_the_contracts_range():
     assert to_entry(1e40) == MAX_SCORE and to_entry(-1e40) == -MAX_SCORE
 
 
-def test_leave_one_out_of_no_updates_is_empty():
-    assert leave_one_out_values([], [], settings=FEDAVG, losses_of=lambda d: np.zeros(1)) == []
+@pytest.mark.parametrize("values_of", [leave_one_out_values, shapley_values])
+def test_no_updates_have_no_values(values_of):
+    coalitions = Coalitions([], [], settings=FEDAVG, losses_of=lambda d: np.zeros(1))
+    assert values_of(coalitions, spec=SPEC, seed=0) == []
 
 
 def test_a_value_within_the_noise_of_the_validators_data_scores_zero():
@@ -153,9 +165,9 @@ def test_a_value_within_the_noise_of_the_validators_data_scores_zero():
     def entry_with(significance: float) -> tuple:
         spec = mlp_spec(
             name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=5.0,
-            scoring={"harm_threshold": -0.5, "significance": significance},
+            scoring={"method": "loo", "harm_threshold": -0.5, "significance": significance},
         )  # fmt: skip
-        entries = score_leave_one_out(
+        entries = score_round(
             spec=spec, task_id=TASK, round_no=ROUND, global_state=GLOBAL,
             revealed=[revealed(A, update(A, 1.0))], losses_of_state=noisy_losses,
         )  # fmt: skip
@@ -165,4 +177,45 @@ def test_a_value_within_the_noise_of_the_validators_data_scores_zero():
     value, stderr, entry = entry_with(2.0)
     assert value == pytest.approx(0.05) and stderr == pytest.approx(0.95)
     assert entry == 0  # not significant: paid nothing, flagged nothing
-    assert entry_with(0.0)[2] == round(0.05 / SCORE_UNIT)  # the default: every value counts
+    assert entry_with(0.0)[2] == round(0.05 / SCORE_UNIT)  # off: every value counts
+
+
+# --- Shapley ---------------------------------------------------------------------------------------
+
+
+def test_shapley_splits_the_rounds_value_by_hand():
+    # Coalition values (loss improvement from 6): {A} 4.5, {B} 2.625, {A, B} 5.625 (see the LOO
+    # test for the weights). A: (4.5 + (5.625 - 2.625)) / 2 = 3.75; B: (2.625 + 1.125) / 2 = 1.875.
+    entries = score([revealed(A, update(A, 1.0)), revealed(B, update(B, 0.5))], spec=SHAPLEY)
+    assert entries[to_checksum_address(A)].value == pytest.approx(3.75)
+    assert entries[to_checksum_address(B)].value == pytest.approx(1.875)
+
+
+def test_shapley_values_add_up_to_the_rounds_value_and_a_zero_update_gets_nothing():
+    values = [0.3, -0.1, 0.0, 0.45, 0.2]
+    trainers = [f"0x{i:040x}" for i in range(0xB1, 0xB1 + len(values))]
+    entries = score([revealed(t, update(t, v)) for t, v in zip(trainers, values, strict=True)], spec=SHAPLEY)
+    everyone = (
+        loss_of_state(GLOBAL)[0] - loss_of_state({k: torch.full_like(t, 0.17) for k, t in GLOBAL.items()})[0]
+    )
+    assert sum(entries[to_checksum_address(t)].value for t in trainers) == pytest.approx(everyone)
+    assert entries[to_checksum_address(trainers[2])].value == 0.0  # the null player
+
+
+def sampled_coalitions(n: int):
+    deltas = [delta(0.1 + 0.02 * i) for i in range(n)]
+    settings = AggregationSettings(method="fedavg", max_weight_share=1.0)
+    losses_of = lambda d: loss_of_state({k: GLOBAL[k] + d[k] for k in GLOBAL})  # noqa: E731
+    return Coalitions(deltas, [10] * n, settings=settings, losses_of=losses_of)
+
+
+def test_sampled_shapley_is_seeded_bounded_and_adds_up_within_its_truncation():
+    n = EXACT_SHAPLEY_MAX + 4
+    spec = SHAPLEY.model_copy(update={"scoring": SHAPLEY.scoring.model_copy(update={"max_evaluations": 200})})
+    first, coalitions = shapley_values(sampled_coalitions(n), spec=spec, seed=42), sampled_coalitions(n)
+    again = shapley_values(coalitions, spec=spec, seed=42)
+    assert [v.mean for v in first] == [v.mean for v in again]  # every validator draws the same permutations
+    assert coalitions.evaluations <= 200 + n  # the budget, plus the last permutation begun
+    everyone = float(coalitions.losses(frozenset()).mean() - coalitions.losses(frozenset(range(n))).mean())
+    assert sum(v.mean for v in first) == pytest.approx(everyone, rel=0.02)
+    assert first[-1].mean > first[0].mean > 0  # the larger step toward the target is worth more
