@@ -12,7 +12,7 @@ one after another:
   one epoch on its own ``--samples`` (30), encode the update, commit; then upload and reveal;
 - each validator holds its own ``--validation`` split (90 samples: 3 x 90 + 50 x 30 fit in the
   1,797 digits) and, once the reveals are in, reads the round's revealers from the chain, fetches
-  their updates, scores them with the real rule (:mod:`fedmarket.scoring`, leave-one-out),
+  their updates, scores them with the real rule (:mod:`fedmarket.scoring`, leave-one-out: see make_spec),
   commits its vector and reveals it.
   Trainers and validators use the coordinator's store directly (a real node goes through the
   HTTP store API) and never poll (a real node checks the phase before acting).
@@ -38,7 +38,7 @@ task is a warm-up (cold caches and storage slots) and is not counted; the figure
 over the measured rounds. Each task has one round more than is played, so no measured round is
 the task's last one (whose finalizeRound also refunds the pool to the owner, a once-per-task
 cost). Every update is honest and none is flagged (harm threshold at its floor), so every round
-keeps all N trainers; on splits this small a few may be worthless (consensus 0: not aggregated,
+keeps all N trainers; on splits this small a few may be worthless (consensus 0: aggregated but
 not paid), which the report's ``accepted_per_round`` shows.
 
 Gas comes from the receipts; the JSON-RPC requests every client sent are counted per round too.
@@ -306,8 +306,9 @@ def make_spec(*, seed: int) -> TaskSpec:
         norm_bound=100.0,
         init_seed=seed,
         training={"local_epochs": 1, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.1},
-        # No update is ever flagged harmful: every measured round keeps all N trainers.
-        scoring={"harm_threshold": -1e6},
+        # No update is ever flagged harmful: every measured round keeps all N trainers. LOO (not the
+        # default Shapley) keeps scoring O(N) evaluations, so these figures compare across runs.
+        scoring={"method": "loo", "harm_threshold": -1e6},
     )
 
 

@@ -297,7 +297,7 @@ def test_a_zero_update_earns_nothing(coordinator_app, post_task, make_trainer, m
     task = post_task(coordinator_app)
     # Between them the honest trainers hold every class: shrinking their step (what a zero update
     # does to the average) only loses what they learned. (With a class nobody holds, a smaller
-    # step hurts that class less, and leave-one-out would credit the free rider for it.)
+    # step hurts that class less, and a rule that drops updates would credit the free rider for it.)
     halves = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
     honest = [make_trainer(coordinator_app, i, data=digits.classes(halves[i])) for i in (0, 1)]
     free_rider = make_trainer(coordinator_app, 2, mode="zero", data=digits.share(0, 200))
@@ -311,7 +311,9 @@ def test_a_zero_update_earns_nothing(coordinator_app, post_task, make_trainer, m
     info = coordinator_app.market.trainer(task.task_id, free_rider.address)
     assert (info.stake, info.joined) == (MIN_STAKE, True)  # worthless is not harmful: not slashed
     assert all(settled[t.address].outcome == Outcome.ACCEPTED and settled[t.address].payout for t in honest)
-    assert_published_the_aggregate(coordinator_app, task, 1)  # the zero update is left out
+    ledger = ledger_of(coordinator_app, task.task_id, 1)
+    assert free_rider.address in ledger.aggregated()  # Worthless: aggregated, not paid
+    assert_published_the_aggregate(coordinator_app, task, 1)
     assert coordinator_app.api.earnings(task.task_id, free_rider.address)["earned"] == "0"
 
 

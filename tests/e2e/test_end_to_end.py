@@ -315,7 +315,7 @@ def test_restarted_trainers_update_is_scored_like_the_others(finished_task, mark
     ledger = read_round(market, finished_task.task_id, 1)
     settled = ledger.settled_trainers[finished_task.victim]
     assert ledger.reveals[finished_task.victim].hex() == finished_task.victim_saved["update_hash"]
-    # Scored like any other (leave-one-out may value a skewed update at 0: Worthless, not refused).
+    # Scored like any other (a skewed update may be valued at 0: Worthless, not refused).
     assert settled.outcome in (Verdict.ACCEPTED, Verdict.WORTHLESS)
     assert (settled.payout > 0) == (settled.outcome == Verdict.ACCEPTED)
     assert all(ledger.settled_trainers[t].outcome != Verdict.REJECTED for t in finished_task.trainers)

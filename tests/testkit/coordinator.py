@@ -85,8 +85,8 @@ class Digits:
         return self.classes(SKEWED_CLASSES[index % len(SKEWED_CLASSES)])
 
     def iid(self, index: int, size: int = IID_SHARE) -> LocalData:
-        """Trainer `index`'s default data: its own IID slice of the pool (the leave-one-out value
-        of an honest update on it is clearly positive: zeroing it shrinks a useful step)."""
+        """Trainer `index`'s default data: its own IID slice of the pool (the value of an honest
+        update on it is clearly positive: zeroing it shrinks a useful step)."""
         slices = len(self.train) // size
         start = (index % slices) * size
         return self.share(start, start + size)
