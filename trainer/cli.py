@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -240,7 +241,7 @@ def _node(
     api = CoordinatorClient(coordinator)
     node = TrainerNode(
         task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
-        state_root=state_dir, poll_interval=poll, on_event=on_event or _print_event,
+        state_root=state_dir, poll_interval=poll, on_event=on_event or event_printer(EVENT_LINES),
         transform_update=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
     )  # fmt: skip
     if data is not None:
@@ -302,33 +303,47 @@ class RunDisplay:
                 description=f"round {round_no}: training, loss {info['loss']:.4f}",
             )
         if kind != "phase":
-            _print_event(kind, info)
+            event_printer(EVENT_LINES)(kind, info)
 
 
-# One line per node event; the node's event fields fill the template.
+# One line per node event; the node's event fields fill the template. These are the events every
+# node emits (trainer/round_node.py); each CLI adds its own.
+NODE_EVENT_LINES = {
+    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
+    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
+    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
+}
 EVENT_LINES = {
+    **NODE_EVENT_LINES,
     "epoch": lambda i: f"  round {i['round']}: epoch {i['epoch']} loss {i['loss']:.4f}",
     "training": lambda i: f"round {i['round']}: training {i['epochs']} local epoch(s)",
     "committed": lambda i: f"round {i['round']}: committed",
     "revealed": lambda i: f"round {i['round']}: uploaded {i['cid'][:20]}... and revealed",
-    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
     "joined": lambda i: f"joined, staked {tokens(i['stake'])} FMT",
     "ejected": lambda i: f"[red]rejected and slashed in round {i['round']}: no longer in the task[/red]",
-    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
-    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
 }
 
 
-def _print_event(kind: str, info: dict) -> None:
-    if kind in EVENT_LINES:
-        console.print(EVENT_LINES[kind](info))
+def event_printer(lines: dict) -> Callable[[str, dict], None]:
+    """A node's event sink that prints the events `lines` has a template for."""
+
+    def print_event(kind: str, info: dict) -> None:
+        if kind in lines:
+            console.print(lines[kind](info))
+
+    return print_event
 
 
-def main() -> None:
+def run_app(cli: typer.Typer) -> None:
+    """A node CLI's entry point."""
     logging.basicConfig(level=logging.WARNING)
     # Small models train fastest on one thread, and several nodes may share a host.
     torch.set_num_threads(int(os.environ.get("FEDMARKET_TORCH_THREADS", "1")))
-    app()
+    cli()
+
+
+def main() -> None:
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,9 @@ FEDMARKET_VALIDATOR_KEY and signs locally.
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,12 +30,15 @@ from trainer.cli import (
     DEFAULT_COORDINATOR,
     DEFAULT_DEPLOYMENT,
     DEFAULT_RPC,
+    NODE_EVENT_LINES,
     CoordinatorOpt,
     DeploymentOpt,
     RpcOpt,
     _chain,
     _existing_task,
     _guard,
+    event_printer,
+    run_app,
     tokens,
 )
 from trainer.validator_node import ScoreStateDir, ValidatorNode
@@ -71,7 +71,7 @@ def _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data, *, st
     console.print(f"{len(local)} held-out samples from {data} fit task {task_id}")
     return ValidatorNode(
         task_id=task_id, chain=chain, store=store, data=local, state_root=state_dir,
-        stake=int(stake * 10**18) if stake is not None else None, poll_interval=poll, on_event=_print_event,
+        stake=int(stake * 10**18) if stake is not None else None, poll_interval=poll, on_event=event_printer(EVENT_LINES),
         rewrite_vector=bad_validator(bad, seed=task_id) if bad else None, reveal=bad != "lazy",
     )  # fmt: skip
 
@@ -165,28 +165,19 @@ def claim(
 
 
 EVENT_LINES = {
+    **NODE_EVENT_LINES,
     "joined": lambda i: (
         f"joined as validator, staked {tokens(i['stake'])} FMT, data {i['data_hash'][:16]}..."
     ),
     "scoring": lambda i: f"round {i['round']}: scoring {i['updates']} update(s)",
     "committed": lambda i: f"round {i['round']}: scores committed ({i['flags']} flagged)",
     "revealed": lambda i: f"round {i['round']}: scores revealed",
-    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
     "ejected": lambda i: f"[red]slashed in round {i['round']}: no longer a validator[/red]",
-    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
-    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
 }
 
 
-def _print_event(kind: str, info: dict) -> None:
-    if kind in EVENT_LINES:
-        console.print(EVENT_LINES[kind](info))
-
-
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(int(os.environ.get("FEDMARKET_TORCH_THREADS", "1")))
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

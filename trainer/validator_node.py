@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedmarket.chain import MarketClient
+from fedmarket.chain import MarketClient, TaskInfo, ValidatorInfo
 from fedmarket.cid import cid_from_digest
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.files import atomic_write
@@ -27,20 +26,15 @@ from fedmarket.learning import LocalData
 from fedmarket.ledger import read_round
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskStatus, make_score_commitment, new_salt
-from fedmarket.rounds import fetch_model, fetch_spec
+from fedmarket.rounds import fetch_model
 from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
+from trainer.round_node import EventSink, RoundNode, RoundSummary
 
 log = logging.getLogger("fedmarket.validator")
-EventSink = Callable[[str, dict], None]
 # Demo only: how a dishonest validator rewrites its honest vector (see trainer/attacks.py).
 VectorRewrite = Callable[[list[str], list[int]], list[int]]
-
-
-def fmt(amount: int) -> str:
-    """Base units as FMT, the way people read them."""
-    return f"{amount / 10**18:,.4f} FMT"
 
 
 class ValidatorError(FedmarketError):
@@ -60,14 +54,8 @@ class ScoreState:
     revealed: bool = False
 
 
-@dataclass
-class ValidatorSummary:
-    rounds_committed: list[int] = field(default_factory=list)
-    rounds_revealed: list[int] = field(default_factory=list)
-    claimed: int = 0
-    stake_returned: int = 0
-    gas_used: int = 0
-    ejected: bool = False  # slashed for a missed score reveal and removed
+class ValidatorSummary(RoundSummary):
+    """A validator's summary (ejected: slashed for a missed score reveal and removed)."""
 
 
 class ScoreStateDir:
@@ -94,7 +82,9 @@ class ScoreStateDir:
         return sorted(states, key=lambda state: state.round)
 
 
-class ValidatorNode:
+class ValidatorNode(RoundNode):
+    acts_in = (RoundPhase.SCORE_COMMIT, RoundPhase.SCORE_REVEAL)
+
     def __init__(
         self,
         *,
@@ -109,30 +99,23 @@ class ValidatorNode:
         rewrite_vector: VectorRewrite | None = None,
         reveal: bool = True,
     ) -> None:
-        self.task_id = task_id
-        self.chain = chain
-        self.store = store
+        super().__init__(
+            task_id=task_id, chain=chain, store=store, poll_interval=poll_interval, on_event=on_event
+        )
         self.data = data
         self.data_hash = data.canonical_hash()
-        self.address = chain.signer
         self.state = ScoreStateDir(state_root, task_id, self.address)
         self.stake = stake
-        self.poll_interval = poll_interval
-        self._emit = on_event or (lambda kind, info: None)
         self._rewrite = rewrite_vector
         self._reveal = reveal  # demo only: a lazy validator commits and never reveals
         self.summary = ValidatorSummary()
-        self._spec: TaskSpec | None = None
-        self._last_phase: tuple[int, RoundPhase] | None = None
 
-    def spec(self) -> TaskSpec:
-        if self._spec is None:
-            self._spec = fetch_spec(self.store, self.chain.task(self.task_id).terms.spec_hash)
-        return self._spec
+    def member(self) -> ValidatorInfo:
+        return self.chain.validator(self.task_id, self.address)
 
-    def _track(self, result) -> None:
-        if result is not None:
-            self.summary.gas_used += result.gas_used
+    def may_withdraw(self, info: TaskInfo) -> bool:
+        # Also a trainer still in the task: its trainer node withdraws both stakes later.
+        return not (info.status == TaskStatus.OPEN and self.chain.trainer(self.task_id, self.address).joined)
 
     def ensure_joined(self) -> None:
         info = self.chain.task(self.task_id)
@@ -164,31 +147,7 @@ class ValidatorNode:
         self._track(self.chain.join_as_validator(self.task_id, self.data_hash, stake, auto_approve=False))
         self._emit("joined", {"stake": stake, "data_hash": self.data_hash.hex()})
 
-    def run(self, *, claim: bool = True, stop: Callable[[], bool] = lambda: False) -> ValidatorSummary:
-        self.ensure_joined()
-        spec = self.spec()
-        while not stop():
-            info = self.chain.task(self.task_id)
-            if info.status != TaskStatus.OPEN:
-                break
-            if not self.chain.validator(self.task_id, self.address).joined:
-                self.summary.ejected = True
-                self._emit("ejected", {"round": info.current_round})
-                break
-            if not self.step(info.current_round, spec):
-                time.sleep(self.poll_interval)
-        if claim:
-            self.finish()
-        return self.summary
-
-    def step(self, round_no: int, spec: TaskSpec) -> bool:
-        """Does what the current phase calls for; False when there is nothing to do yet."""
-        phase = self.chain.phase(self.task_id)
-        if (round_no, phase) != self._last_phase:
-            self._last_phase = (round_no, phase)
-            self._emit("phase", {"round": round_no, "phase": phase.name.lower()})
-        if round_no == 0 or phase not in (RoundPhase.SCORE_COMMIT, RoundPhase.SCORE_REVEAL):
-            return False
+    def act(self, round_no: int, phase: RoundPhase, spec: TaskSpec) -> bool:
         on_chain = self.chain.score_commitment(self.task_id, self.address)
         committed = on_chain.round_no == round_no
         if phase == RoundPhase.SCORE_COMMIT and not committed:
@@ -255,25 +214,3 @@ class ValidatorNode:
         self.state.save(saved)
         self.summary.rounds_committed.append(round_no)
         self._emit("committed", {"round": round_no, "flags": len(saved.reasons)})
-
-    def finish(self) -> None:
-        """Claims what was earned and takes the validator stake back once the task has ended."""
-        self.claim()
-        info = self.chain.task(self.task_id)
-        me = self.chain.validator(self.task_id, self.address)
-        if me.stake and (info.status != TaskStatus.OPEN or not me.joined):
-            trainer = self.chain.trainer(self.task_id, self.address)
-            if trainer.joined and info.status == TaskStatus.OPEN:
-                return  # also a trainer still in the task: its trainer node withdraws both later
-            self._track(self.chain.withdraw_stake(self.task_id))
-            self.summary.stake_returned = me.stake
-            self._emit("stake_withdrawn", {"amount": me.stake})
-
-    def claim(self) -> int:
-        amount = self.chain.claimable(self.task_id, self.address)
-        if amount == 0:
-            return 0
-        self._track(self.chain.claim(self.task_id))
-        self.summary.claimed += amount
-        self._emit("claimed", {"amount": amount})
-        return amount
