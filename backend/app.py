@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="fedmarket coordinator",
         version="0.1.0",
-        description="Posts federated-learning tasks on-chain, serves content-addressed blobs, runs and settles rounds.",
+        description=(
+            "Posts federated-learning tasks on-chain, serves content-addressed blobs, starts rounds, "
+            "has the contract settle them from the validators' scores, and publishes each round's model."
+        ),
         lifespan=lifespan,
         docs_url=None,  # served with local assets by install_offline_docs
         redoc_url=None,

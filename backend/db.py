@@ -1,10 +1,11 @@
 """The coordinator's database: an index of the chain's events plus what only the coordinator knows.
 
-Chain-derived tables (`events`, `tasks`, `rounds`, `submissions`, `earnings`) are written by the
-indexer alone and can be rebuilt from the chain plus the store (round reports hold scores and
-cumulative earnings). `settlements` records every settlement the orchestrator is about to send,
-so a restart re-sends exactly that one and never computes a second, different one;
-`used_signatures` remembers owner upload signatures so none can be replayed.
+Every table but `cursors` is an index of the chain, written by the indexer alone: `events`, and
+the projections `tasks`, `rounds`, `submissions`, `validators`, `round_validators`, `earnings`.
+Deleting the database and indexing again rebuilds the same state from the chain's events (and
+chain state at their blocks, for the deadlines that move when phases close early); the round
+reports in the store add one informational column (`submissions.num_samples`). The coordinator
+keeps no decision of its own: the contract settles rounds, so nothing here must survive a crash.
 
 Token amounts are stored as decimal strings: they exceed 64-bit integers.
 Schema changes go through Alembic (`backend/migrations`), applied at start.
@@ -14,20 +15,15 @@ from __future__ import annotations
 
 import enum
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, create_engine, event
+from sqlalchemy import JSON, Boolean, Integer, String, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -84,10 +80,12 @@ class TaskRow(Base):
     current_round: Mapped[int] = mapped_column(Integer, default=0)
     model_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)
     refund: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    has_validation_data: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class RoundRow(Base):
+    """One round. Deadlines are the chain's (`getRound` at the round's latest event): phases
+    close early, and the later deadlines move up with them, so `RoundStarted`'s are provisional."""
+
     __tablename__ = "rounds"
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,17 +93,22 @@ class RoundRow(Base):
     model_cid: Mapped[str] = mapped_column(String(80))
     commit_deadline: Mapped[int] = mapped_column(Integer)
     reveal_deadline: Mapped[int] = mapped_column(Integer)
+    score_commit_deadline: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    score_reveal_deadline: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    closed_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_tx: Mapped[str] = mapped_column(String(66))
     closed_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    new_model_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    report_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    rewards_root: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    payout: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    payout: Mapped[str | None] = mapped_column(String(80), nullable=True)  # trainers + validators
+    trainer_payout: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    validator_payout: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    burned: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    new_model_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)  # from ModelPublished
+    report_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)  # from ModelPublished
+    published_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
 class SubmissionRow(Base):
-    """One trainer's part in one round: commit, reveal, and the coordinator's verdict."""
+    """One trainer's part in one round: commit, reveal, and what the contract's consensus made of it."""
 
     __tablename__ = "submissions"
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -116,38 +119,52 @@ class SubmissionRow(Base):
     update_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     update_cid: Mapped[str | None] = mapped_column(String(80), nullable=True)
     revealed_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    accepted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a SubmissionOutcome
+    consensus: Mapped[str | None] = mapped_column(String(80), nullable=True)  # 1e18 = the round's value
+    payout: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    slashed: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    num_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)  # from the round report
+
+
+class ValidatorRow(Base):
+    """A validator of a task: its stake and the data it committed to at join."""
+
+    __tablename__ = "validators"
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    validator: Mapped[str] = mapped_column(String(42), primary_key=True)
+    stake: Mapped[str] = mapped_column(String(80))  # what it has staked in the task now
+    data_hash: Mapped[str] = mapped_column(String(66))
+    joined: Mapped[bool] = mapped_column(Boolean)  # false once it left, was slashed or withdrew
+    joined_tx: Mapped[str] = mapped_column(String(66))
+    joined_block: Mapped[int] = mapped_column(Integer)
+
+
+class RoundValidatorRow(Base):
+    """One validator's part in one round: its score commit and reveal, and its settlement."""
+
+    __tablename__ = "round_validators"
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    validator: Mapped[str] = mapped_column(String(42), primary_key=True)
+    commitment: Mapped[str] = mapped_column(String(66))
+    committed_tx: Mapped[str] = mapped_column(String(66))
+    revealed_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    # trainer -> entry (a decimal score, or "unavailable" / "invalid" / "harmful")
+    scores: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    agreement: Mapped[str | None] = mapped_column(String(80), nullable=True)  # 1e18 = full agreement
     payout: Mapped[str | None] = mapped_column(String(80), nullable=True)
     slashed: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
 
 class EarningRow(Base):
+    """What an account earned in a task (as trainer and as validator) and what it claimed."""
+
     __tablename__ = "earnings"
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trainer: Mapped[str] = mapped_column(String(42), primary_key=True)
-    cumulative: Mapped[str] = mapped_column(String(80), default="0")
+    account: Mapped[str] = mapped_column(String(42), primary_key=True)
+    as_trainer: Mapped[str] = mapped_column(String(80), default="0")
+    as_validator: Mapped[str] = mapped_column(String(80), default="0")
     claimed: Mapped[str] = mapped_column(String(80), default="0")
-
-
-class SettlementRow(Base):
-    """A settlement decided by the orchestrator, written before its transaction is sent."""
-
-    __tablename__ = "settlements"
-    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    round: Mapped[int] = mapped_column(Integer, primary_key=True)
-    payload: Mapped[dict] = mapped_column(JSON)
-    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class UsedSignatureRow(Base):
-    __tablename__ = "used_signatures"
-    # keccak256 of the signed statement: a signature's bytes have twins that recover the same signer.
-    signature_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
-    task_id: Mapped[int] = mapped_column(Integer)
-    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Database:

@@ -13,11 +13,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from eth_utils import is_address, to_checksum_address
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
 from backend.db import RoundState, TaskState
-from fedmarket.protocol import PermitSignature, RoundPhase, TaskTerms
-from fedmarket.report import RejectionReason, RoundMetrics
+from fedmarket.protocol import BPS, PermitSignature, RoundPhase, TaskTerms
+from fedmarket.report import SubmissionOutcome
 
 _HEX = re.compile(r"^0x[0-9a-fA-F]*$")
 UINT256_MAX = 2**256 - 1  # the contract's integers; a larger value cannot even be encoded
@@ -69,11 +68,17 @@ class TermsIn(_Strict):
     rounds: int = Field(ge=1, le=65535)
     min_trainers: int = Field(ge=1, le=65535)
     max_trainers: int = Field(ge=1, le=65535)
-    slash_bps: int = Field(ge=0, le=10_000)
+    slash_bps: int = Field(ge=0, le=BPS)
     commit_window: int = Field(ge=1, lt=2**32)
     reveal_window: int = Field(ge=1, lt=2**32)
     reward_pool: Amount
     min_stake: Amount
+    min_validators: int = Field(ge=1, le=65535)
+    max_validators: int = Field(ge=1, le=65535)
+    validator_share_bps: int = Field(ge=0, le=BPS)
+    score_window: int = Field(ge=1, lt=2**32)
+    score_reveal_window: int = Field(ge=1, lt=2**32)
+    min_validator_stake: Amount
 
     def to_terms(self) -> TaskTerms:
         return TaskTerms(**self.model_dump())
@@ -122,15 +127,6 @@ def octet_stream(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/octet-stream": {"schema": schema}}}
 
 
-def _drop_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # the field is never sent as null, so null is no default of it
-
-
-def _absent_until(description: str) -> Any:
-    """A field the route leaves out (``response_model_exclude_none``) rather than send as null."""
-    return Field(None, description=description, json_schema_extra=_drop_default)
-
-
 def from_row(model: type[PublicModel], row: Any, **extra: Any) -> PublicModel:
     """`model` from a row's columns plus the fields no single row holds (joined, computed)."""
     columns = {name: getattr(row, name) for name in model.model_fields if name not in extra}
@@ -156,30 +152,31 @@ class TaskCreated(_Public):
     tx_hash: HexHash = Field(description="the createTaskFor transaction the coordinator sent")
 
 
-class ValidationStored(_Public):
-    """The owner's private validation split, stored; it scores every round from now on."""
-
-    task_id: int = Field(description="the market's task id")
-    samples: int = Field(description="rows (X, y pairs) in the stored split")
+def _stored_amount(what: str) -> Any:
+    return Field(description=f"{what}, base units: a number below 2**53, else a decimal string")
 
 
 class TermsPublic(_Public):
     """The task's terms as the market emitted them (ITaskMarket.TaskTerms)."""
 
     spec_hash: HexHash = Field(description="sha256 of the spec's canonical JSON (its CID's digest)")
-    coordinator: HexAddress = Field(description="the coordinator that runs and settles the rounds")
+    coordinator: HexAddress = Field(description="the coordinator that starts rounds and publishes models")
     rounds: int = Field(description="rounds the task runs")
-    min_trainers: int = Field(description="quorum: joined trainers a round needs to start")
-    max_trainers: int = Field(description="most trainers that may join")
-    slash_bps: int = Field(description="share of the stake slashed for a refused update, basis points")
+    min_trainers: int = Field(description="quorum: revealed updates a round needs to be finalized")
+    max_trainers: int = Field(description="most trainers joined at once")
+    slash_bps: int = Field(
+        description="share of the stake burned for a rejected update or a missed reveal, bps"
+    )
     commit_window: int = Field(description="seconds a round accepts commitments")
-    reveal_window: int = Field(description="seconds after the commit window for reveals")
-    reward_pool: StoredAmount = Field(
-        description="tokens paid out over all rounds, base units: a number below 2**53, else a decimal string"
-    )
-    min_stake: StoredAmount = Field(
-        description="stake a trainer puts up to join, base units: a number below 2**53, else a decimal string"
-    )
+    reveal_window: int = Field(description="seconds after the commit phase for reveals")
+    reward_pool: StoredAmount = _stored_amount("tokens paid out over all rounds")
+    min_stake: StoredAmount = _stored_amount("stake a trainer puts up to join")
+    min_validators: int = Field(description="quorum: revealed score vectors a round needs to be finalized")
+    max_validators: int = Field(description="most validators joined at once")
+    validator_share_bps: int = Field(description="share of each round's budget paid to validators, bps")
+    score_window: int = Field(description="seconds after the reveal phase for score commitments")
+    score_reveal_window: int = Field(description="seconds after the score-commit phase for score reveals")
+    min_validator_stake: StoredAmount = _stored_amount("least stake a validator puts up to join")
 
 
 class TaskSummary(_Public):
@@ -192,8 +189,9 @@ class TaskSummary(_Public):
     spec_cid: Cid = Field(description="CID of the spec's canonical JSON")
     terms: TermsPublic = Field(description="the terms the owner signed")
     current_round: int = Field(description="the latest round started, 0 before the first")
-    model_cid: Cid | None = Field(description="CID of the current global model; null before round 1")
-    has_validation_data: bool = Field(description="whether the owner uploaded the split that scores rounds")
+    model_cid: Cid | None = Field(
+        description="CID of the global model the next (or current) round trains; null before round 1"
+    )
 
 
 class RoundSummary(_Public):
@@ -202,22 +200,35 @@ class RoundSummary(_Public):
     round: int = Field(description="round number, from 1")
     status: RoundState = Field(description="started, then finalized or aborted")
     model_cid: Cid = Field(description="CID of the global model the round trains")
-    new_model_cid: Cid | None = Field(description="CID of the aggregated model; null until finalized")
-    report_cid: Cid | None = Field(description="CID of the round report (fedmarket.report.RoundReport)")
+    new_model_cid: Cid | None = Field(
+        description="CID of the aggregate of its accepted updates (ModelPublished); null until published"
+    )
+    report_cid: Cid | None = Field(
+        description="CID of the round report (fedmarket.report.RoundReport); null until published"
+    )
     payout: DecimalAmount | None = Field(
-        description="tokens the round paid in all, base units; null until finalized"
+        description="tokens the round paid in all, trainers and validators, base units; null while open"
     )
-    metrics: RoundMetrics | None = Field(
-        description="the new global model on the validation split; null until settled"
-    )
+
+
+class TaskValidator(_Public):
+    """A validator joined to a task."""
+
+    validator: HexAddress = Field(description="the validator's account")
+    stake: DecimalAmount = Field(description="what it has staked, base units")
+    data_hash: HexHash = Field(description="sha256 of the validation data it committed to at join")
+    joined_tx: HexHash = Field(description="the joinAsValidator transaction")
 
 
 class TaskPublic(TaskSummary):
-    """A task in full: its summary, who trains, the current phase and every round so far."""
+    """A task in full: its summary, who trains and validates, the current phase and every round."""
 
     trainers: list[HexAddress] = Field(description="trainers joined now, in the order they joined")
+    validators: list[TaskValidator] = Field(
+        description="validators joined now (at most terms.max_validators), in the order they joined"
+    )
     phase: str = Field(
-        description="the current round's phase on chain; none when no round runs or the task is closed",
+        description="the current round's phase on chain; none when no round ran yet or the task is closed",
         json_schema_extra={"enum": [phase.name.lower() for phase in RoundPhase]},
     )
     rounds: list[RoundSummary] = Field(description="every round started, oldest first")
@@ -228,7 +239,7 @@ class TaskList(_Public):
 
 
 class SubmissionPublic(_Public):
-    """One committer's part in a round and the coordinator's verdict on it."""
+    """One committer's part in a round and what the contract's consensus made of it."""
 
     trainer: HexAddress = Field(description="the committing trainer")
     commitment: HexHash = Field(description="the commitment it sent in the commit phase")
@@ -236,48 +247,90 @@ class SubmissionPublic(_Public):
     update_hash: HexHash | None = Field(description="sha256 of the revealed update; null if never revealed")
     update_cid: Cid | None = Field(description="CID of the revealed update blob; null if never revealed")
     revealed_tx: HexHash | None = Field(description="the reveal transaction; null if never revealed")
-    accepted: bool | None = Field(
-        description="aggregated and paid, or refused and slashed; null until settled"
+    outcome: SubmissionOutcome | None = Field(
+        description="the contract's verdict (TrainerSettled), or no_reveal for a slashed silent committer; "
+        "null until the round is settled (and for revealers of an aborted round)"
     )
-    reason: RejectionReason | None = Field(description="why it was refused; null when accepted or unsettled")
-    score: float | None = Field(description="its value under the spec's scoring rule; null if not scored")
+    consensus: DecimalAmount | None = Field(
+        description="its consensus value: the stake-weighted median of the validators' normalized "
+        "scores, 1e18 = the whole round's value; null until finalized"
+    )
     payout: DecimalAmount | None = Field(
         description="what the round paid it, base units; null until finalized"
     )
     slashed: DecimalAmount | None = Field(
-        description="stake taken from it this round, base units; null if none"
+        description="stake burned from it this round, base units; null if none"
+    )
+    num_samples: int | None = Field(
+        description="samples it claims, its weight in the aggregate (from the round report); null "
+        "unless accepted and published"
+    )
+
+
+class RoundValidatorPublic(_Public):
+    """One validator's part in a round: its scores and what they earned."""
+
+    validator: HexAddress = Field(description="the validator that committed scores")
+    commitment: HexHash = Field(description="its score commitment")
+    committed_tx: HexHash = Field(description="the commitScores transaction")
+    revealed_tx: HexHash | None = Field(description="the revealScores transaction; null if never revealed")
+    scores: dict[str, str] | None = Field(
+        description="its revealed entry per revealed trainer: a decimal score, or a flag (unavailable, "
+        "invalid, harmful); null if never revealed"
+    )
+    agreement: DecimalAmount | None = Field(
+        description="its agreement with the consensus, 1e18 = full; null until finalized"
+    )
+    payout: DecimalAmount | None = Field(
+        description="what the round paid it, base units; null until finalized"
+    )
+    slashed: DecimalAmount | None = Field(
+        description="stake burned from it for a missed score reveal, base units; null if none"
     )
 
 
 class RoundPublic(RoundSummary):
-    """One round in full: deadlines, transactions, and every submission with its verdict."""
+    """One round in full: deadlines, transactions, every submission and every validator."""
 
     task_id: int = Field(description="the market's task id")
-    rewards_root: HexHash | None = Field(
-        description="Merkle root of cumulative rewards after it; null until finalized"
+    commit_deadline: int = Field(
+        description="chain time (unix seconds) the commit phase ends (or ended early)"
     )
-    commit_deadline: int = Field(description="chain time (unix seconds) the commit phase ends")
-    reveal_deadline: int = Field(description="chain time (unix seconds) the reveal phase ends")
+    reveal_deadline: int = Field(description="chain time the reveal phase ends (or ended early)")
+    score_commit_deadline: int | None = Field(
+        description="chain time the score-commit phase ends (or ended early)"
+    )
+    score_reveal_deadline: int | None = Field(
+        description="chain time the score-reveal phase ends (or ended early)"
+    )
+    closed_at: int | None = Field(description="chain time it was finalized or aborted; null while open")
+    trainer_payout: DecimalAmount | None = Field(description="what it paid trainers; null while open")
+    validator_payout: DecimalAmount | None = Field(description="what it paid validators; null while open")
+    burned: DecimalAmount | None = Field(description="stake it burned in slashes; null while open")
     started_tx: HexHash = Field(description="the startRound transaction")
     closed_tx: HexHash | None = Field(
         description="the finalizeRound or abortRound transaction; null while open"
     )
-    submissions: list[SubmissionPublic] = Field(description="one per committer")
+    published_tx: HexHash | None = Field(description="the publishModel transaction; null until published")
+    submissions: list[SubmissionPublic] = Field(
+        description="one per committer, by ascending address (the contract's order)"
+    )
+    validators: list[RoundValidatorPublic] = Field(
+        description="one per validator that committed scores, by ascending address"
+    )
 
 
-class RewardsPublic(_Public):
-    """What an account earned in a task and claimed, with the Merkle proof ``claim`` takes."""
+class EarningsPublic(_Public):
+    """What an account earned in a task, as trainer and as validator, and what it claimed."""
 
     task_id: int = Field(description="the market's task id")
     account: HexAddress = Field(description="the account, checksummed")
-    round: int | SkipJsonSchema[None] = _absent_until("the latest finalized round; absent before the first")
-    rewards_root: HexHash | SkipJsonSchema[None] = _absent_until(
-        "that round's rewards root, as on chain; absent before the first finalized round"
-    )
-    cumulative: DecimalAmount = Field(description="everything earned in the task so far, base units")
-    claimed: DecimalAmount = Field(description="how much of it was claimed, base units")
-    proof: list[HexHash] = Field(
-        description="Merkle proof of `cumulative` under the root; empty when it is 0"
+    earned: DecimalAmount = Field(description="everything the task paid it so far, base units")
+    earned_as_trainer: DecimalAmount = Field(description="the part paid for its updates (TrainerSettled)")
+    earned_as_validator: DecimalAmount = Field(description="the part paid for its scores (ValidatorSettled)")
+    claimed: DecimalAmount = Field(description="what it claimed (RewardsClaimed), base units")
+    claimable: DecimalAmount = Field(
+        description="what claim(task_id) pays it now, read from the chain (earned - claimed once indexed)"
     )
 
 

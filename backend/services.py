@@ -1,7 +1,8 @@
 """What the API and the background workers share, built once per app from the settings.
 
-:class:`Supervisor` runs the indexer and one orchestrator thread per open task that names this
-coordinator, and stops them all on shutdown.
+:class:`Supervisor` runs the indexer and one orchestrator thread per task that names this
+coordinator and still needs it (open, or its last round's model not yet published), and stops
+them all on shutdown.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from backend.db import Database, TaskRow, TaskState
+from sqlalchemy import select
+
+from backend.db import Database, RoundRow, RoundState, TaskRow, TaskState
 from backend.indexer import Indexer
 from backend.orchestrator import TaskOrchestrator
 from backend.settings import Settings
-from backend.validation import ValidationStore
 from fedmarket.chain import MarketClient
 from fedmarket.deploy import Deployment
 from fedmarket.errors import FedmarketError
@@ -31,7 +33,6 @@ class Services:
     store: DirectoryStore
     chain: MarketClient
     indexer: Indexer
-    validation: ValidationStore
     supervisor: Supervisor | None = None
 
     @classmethod
@@ -41,15 +42,11 @@ class Services:
         db = Database(settings.resolved_database_url)
         db.migrate()
         store = DirectoryStore(settings.resolved_store_dir, max_blob_bytes=settings.max_blob_bytes)
-        settings.private_dir.mkdir(parents=True, exist_ok=True)
-        validation = ValidationStore(settings.private_dir)
-        indexer = Indexer(chain=chain, db=db, store=store, validation=validation)
-        return cls(settings, db, store, chain, indexer, validation)
+        indexer = Indexer(chain=chain, db=db, store=store)
+        return cls(settings, db, store, chain, indexer)
 
     def orchestrator(self, task_id: int) -> TaskOrchestrator:
-        return TaskOrchestrator(
-            task_id=task_id, chain=self.chain, store=self.store, db=self.db, validation=self.validation
-        )
+        return TaskOrchestrator(task_id=task_id, chain=self.chain, store=self.store, db=self.db)
 
     def close(self) -> None:
         if self.supervisor:
@@ -84,12 +81,8 @@ class Supervisor:
             try:
                 services.indexer.sync_once()
                 with services.db.session() as session:
-                    open_tasks = [
-                        t.task_id
-                        for t in session.query(TaskRow).filter_by(status=TaskState.OPEN)
-                        if t.coordinator.lower() == me
-                    ]
-                for task_id in open_tasks:
+                    active = [t.task_id for t in _tasks_to_run(session) if t.coordinator.lower() == me]
+                for task_id in active:
                     name = f"task-{task_id}"
                     if name not in self._threads or not self._threads[name].is_alive():
                         log.info("orchestrating task %s", task_id)
@@ -100,3 +93,19 @@ class Supervisor:
             except Exception:  # a bug must not stop the indexer: log it whole and retry
                 log.exception("supervisor: unexpected error; retrying")
             self.stop_event.wait(interval)
+
+
+def _tasks_to_run(session) -> list[TaskRow]:
+    """Open tasks, and completed ones whose last round is finalized but its model not published
+    yet (a coordinator stopped between the two): publishModel works after the last round too."""
+    tasks = list(session.scalars(select(TaskRow).where(TaskRow.status == TaskState.OPEN)))
+    unpublished = (
+        select(TaskRow)
+        .join(RoundRow, (RoundRow.task_id == TaskRow.task_id) & (RoundRow.round == TaskRow.current_round))
+        .where(
+            TaskRow.status == TaskState.COMPLETED,
+            RoundRow.status == RoundState.FINALIZED,
+            RoundRow.new_model_cid.is_(None),
+        )
+    )
+    return tasks + list(session.scalars(unpublished))

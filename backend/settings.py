@@ -32,11 +32,9 @@ class Settings(BaseSettings):
     )
     store_dir: Path | None = Field(default=None, description="blob directory; default data_dir/blobs")
     max_blob_bytes: int = 64 * MiB
-    max_validation_bytes: int = 64 * MiB
-    max_signature_age: int = 3600  # seconds an owner's upload signature may be valid for
     poll_interval: float = 0.5  # seconds between chain polls of the orchestrator and indexer
     run_orchestrators: bool = True  # off for an API-only replica
-    # Scoring evaluates small models many times: one thread avoids oversubscribing a shared host
+    # Aggregation and model codecs: one thread avoids oversubscribing a shared host
     # (two busy processes with two threads each run ~40x slower than with one).
     torch_threads: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
@@ -63,8 +61,3 @@ class Settings(BaseSettings):
     @property
     def resolved_store_dir(self) -> Path:
         return self.store_dir or self.data_dir / "blobs"
-
-    @property
-    def private_dir(self) -> Path:
-        """Owners' validation data: never served, never in the public store."""
-        return self.data_dir / "private"

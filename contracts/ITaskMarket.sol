@@ -4,36 +4,68 @@ pragma solidity ^0.8.24;
 /**
  * @title ITaskMarket
  * @notice A market for federated-learning tasks. A task owner locks a reward pool; trainers stake
- * to join; a coordinator runs rounds in which every trainer commits to the hash of its model
- * update, then reveals it; the coordinator settles each round with a cumulative rewards Merkle
- * root and the list of rejected trainers, whose stake is slashed into the pool. Trainers claim
- * what they earned with one Merkle proof, however many rounds they earned in.
+ * to join and train; validators stake, commit to the hash of their own held-out data, and score
+ * every round's updates on it. Nobody alone decides pay: the contract computes each round's
+ * consensus from the validators' revealed score vectors and pays from it.
  *
- * Money held always equals: open reward pools + stakes + allocated-but-unclaimed rewards.
+ * Money held always equals: open reward pools + trainer stakes + validator stakes + claimable
+ * rewards. Slashed stake is burned (sent to {BURN_ADDRESS}): paid to anyone, it would pay
+ * whoever can cause a slash (an owner, a coordinator withholding uploads, a colluding quorum).
  *
- * Round life cycle (see {roundPhase}):
- *   Commit   from {startRound} until the commit deadline, or until every joined trainer committed;
- *   Reveal   until the reveal deadline, or until every committer revealed;
- *   Settling until {finalizeRound} (coordinator, quorum reached) or {abortRound} (anyone, when the
- *            quorum was not reached or the coordinator missed the settlement grace period);
- *   Closed   afterwards. Every round, finalized or aborted, uses up one of the task's rounds; the
- *            last one refunds what is left of the pool to the owner.
- * A task whose coordinator stops starting rounds can be expired by anyone (see {expireTask}), so
- * a pool is never locked for good.
+ * Round life cycle (see {roundPhase}); each phase closes early once everyone expected acted, and
+ * the later deadlines move up with it:
+ *   Commit       from {startRound}: joined trainers commit to the hash of their update;
+ *   Reveal       committers reveal the hash (the blob is in the content store);
+ *   ScoreCommit  joined validators commit to the hash of their score vector over the revealers;
+ *   ScoreReveal  they reveal the vector;
+ *   Settling     until {finalizeRound} (anyone, both quorums reached) or {abortRound} (anyone, a
+ *                quorum missed). The coordinator then publishes the aggregate with {publishModel};
+ *   Finalized / Aborted afterwards. Every round uses up one of the task's rounds; the last one
+ *                refunds what is left of the pool to the owner.
+ * A task whose coordinator stops starting rounds can be expired by anyone (see {expireTask}).
+ *
+ * Consensus (computed in {finalizeRound}; `fedmarket.consensus` mirrors it bit for bit). Let T be
+ * the round's revealers and V the validators that revealed, both in ascending address order, s[v][i]
+ * validator v's entry for trainer i, w[v] its stake; a validator's entry for itself is ignored
+ * throughout. An entry is a score or one of the flags UNAVAILABLE, INVALID, HARMFUL.
+ *   n[v][i] = max(s[v][i], 0) * 1e18 / sum_j max(s[v][j], 0)   (0 for a flag; 0 if the sum is 0)
+ *   trainer i is Unavailable if every validator flagged it UNAVAILABLE (neither paid nor slashed);
+ *   Rejected if validators holding more than half of the stake flagged it INVALID or HARMFUL
+ *   (slashed by `slashBps` and removed); otherwise its consensus c[i] is the stake-weighted
+ *   median of n[v][i] over validators that did not flag it UNAVAILABLE (flags count as 0): the
+ *   smallest value whose cumulative stake reaches half. c[i] > 0: Accepted, else Worthless.
+ *   Trainers: budget * (1 - validatorShareBps) split in proportion to c[i]. No base share.
+ *   Validators: agreement a[v] = sum_i min(n[v][i], c[i]) / sum_i c[i] (Yuma clipping; 1e18 when
+ *   the sum is 0); those with a[v] >= MIN_AGREEMENT split budget * validatorShareBps in
+ *   proportion to a[v]. A validator that committed scores and did not reveal them is slashed.
+ * What nobody earns stays in the pool.
+ *
+ * Constants (public on TaskMarket): MAX_TRAINERS and MAX_VALIDATORS cap `maxTrainers` and
+ * `maxValidators` (and so the cost of {finalizeRound}); MAX_SCORE = 2**128 - 1; MIN_AGREEMENT =
+ * 5e17; the flags SCORE_UNAVAILABLE = type(int256).min, SCORE_INVALID = min + 1, SCORE_HARMFUL =
+ * min + 2; BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD. Each early close sets its
+ * phase's deadline to the current time; the later phases then follow back to back, each for its
+ * window.
  */
 interface ITaskMarket {
     /// @notice Everything a task owner commits to when posting a task. Signed as EIP-712 data.
     struct TaskTerms {
         bytes32 specHash; // sha256 of the task spec JSON in the content store
-        address coordinator; // the only account allowed to start and finalize rounds
+        address coordinator; // the only account allowed to start rounds and publish models
         uint16 rounds; // number of rounds; each round gets pool / rounds left as its budget
         uint16 minTrainers; // quorum: revealed updates needed to finalize a round
-        uint16 maxTrainers; // most trainers joined at once
-        uint16 slashBps; // share of stake slashed for a rejected update, in basis points
+        uint16 maxTrainers; // most trainers joined at once (at most MAX_TRAINERS)
+        uint16 slashBps; // share of stake slashed (burned) for a rejected update or a missed reveal
         uint32 commitWindow; // seconds
         uint32 revealWindow; // seconds
         uint256 rewardPool; // tokens locked by the owner
         uint256 minStake; // tokens a trainer stakes to join
+        uint16 minValidators; // quorum: revealed score vectors needed to finalize a round
+        uint16 maxValidators; // most validators joined at once (at most MAX_VALIDATORS)
+        uint16 validatorShareBps; // share of each round's budget for validators, basis points
+        uint32 scoreWindow; // seconds for score commits
+        uint32 scoreRevealWindow; // seconds for score reveals
+        uint256 minValidatorStake; // least tokens a validator stakes to join
     }
 
     /// @notice EIP-2612 permit that funds a relayed {createTaskFor}.
@@ -57,9 +89,19 @@ interface ITaskMarket {
         None,
         Commit,
         Reveal,
+        ScoreCommit,
+        ScoreReveal,
         Settling,
         Finalized,
         Aborted
+    }
+
+    /// @notice What consensus made of a revealed update.
+    enum Outcome {
+        Accepted, // consensus value > 0: paid, and in the round's aggregate
+        Worthless, // consensus value 0: neither paid nor slashed
+        Unavailable, // no validator could fetch it: neither paid nor slashed
+        Rejected // a stake majority flagged it invalid or harmful: slashed and removed
     }
 
     /// @notice Mutable state of a task. `currentRound` counts rounds started (1-based).
@@ -68,30 +110,55 @@ interface ITaskMarket {
         TaskStatus status;
         uint16 currentRound;
         uint16 trainerCount;
+        uint16 validatorCount;
         uint96 pool; // reward tokens not yet allocated
-        uint96 unclaimed; // allocated to trainers, not yet claimed
-        bytes32 modelHash; // sha256 of the latest global model
-        bytes32 rewardsRoot; // Merkle root over cumulative earnings (account, totalEarned)
+        uint96 unclaimed; // allocated to trainers and validators, not yet claimed
+        bytes32 modelHash; // sha256 of the global model the next round trains on
     }
 
     struct Round {
         uint64 commitDeadline;
         uint64 revealDeadline;
+        uint64 scoreCommitDeadline;
+        uint64 scoreRevealDeadline;
         uint16 commitCount;
         uint16 revealCount;
+        uint16 scoreCommitCount;
+        uint16 scoreRevealCount;
         bool closed;
         bool aborted;
+        bool modelPublished; // the coordinator published this round's aggregate
+        uint64 closedAt; // when it was finalized or aborted
+        uint96 payout; // tokens allocated in this round (trainers and validators)
         bytes32 modelHash; // global model trained on in this round
-        bytes32 reportHash; // sha256 of the round report, set at finalization
-        uint96 payout; // tokens allocated in this round
+        bytes32 newModelHash; // aggregate of this round's accepted updates (set by {publishModel})
+        bytes32 reportHash; // sha256 of the coordinator's round report (set by {publishModel})
     }
 
     struct Trainer {
         uint96 stake;
-        uint96 claimed; // rewards claimed so far in this task
+        uint96 claimable; // earned, not yet claimed
         uint16 lastCommitRound;
         uint16 lastRevealRound;
         bool joined;
+    }
+
+    struct Validator {
+        uint96 stake;
+        uint96 claimable; // earned, not yet claimed
+        uint16 lastScoreCommitRound;
+        uint16 lastScoreRevealRound;
+        bool joined;
+        bytes32 dataHash; // sha256 of its canonical validation file, fixed at join
+    }
+
+    /// @notice The revealed inputs of a round's consensus, rebuilt by anyone from the events.
+    struct Settlement {
+        address[] trainers; // every revealer of the round, ascending
+        address[] nonRevealers; // every committer that did not reveal (slashed)
+        address[] validators; // every validator that revealed scores, ascending
+        int256[][] scores; // scores[v]: validators[v]'s revealed vector, one entry per trainer
+        address[] silentValidators; // every validator that committed scores and did not reveal (slashed)
     }
 
     // ---------------------------------------------------------------- errors
@@ -111,12 +178,13 @@ interface ITaskMarket {
     error TaskMarketTaskFull(uint256 taskId, uint16 maxTrainers);
     error TaskMarketAlreadyJoined(uint256 taskId, address trainer);
     error TaskMarketNotJoined(uint256 taskId, address trainer);
-    /// @dev A joined trainer of an open task takes its stake back with {leave}.
-    error TaskMarketStillJoined(uint256 taskId, address trainer);
+    /// @dev A joined trainer or validator of an open task takes its stake back by leaving.
+    error TaskMarketStillJoined(uint256 taskId, address account);
     /// @dev The trainer committed in a round that is not closed yet.
     error TaskMarketOpenCommitment(uint256 taskId, address trainer, uint16 round);
-    error TaskMarketNothingToWithdraw(uint256 taskId, address trainer);
+    error TaskMarketNothingToWithdraw(uint256 taskId, address account);
     error TaskMarketNotEnoughTrainers(uint256 taskId, uint16 joined, uint16 required);
+    error TaskMarketNotEnoughValidators(uint256 taskId, uint16 joined, uint16 required);
     /// @dev The coordinator may still start the next round until `expiresAt`.
     error TaskMarketNotExpired(uint256 taskId, uint256 expiresAt);
     error TaskMarketWrongPhase(uint256 taskId, RoundPhase phase);
@@ -125,19 +193,54 @@ interface ITaskMarket {
     error TaskMarketAlreadyRevealed(uint256 taskId, address trainer, uint16 round);
     error TaskMarketCommitmentMismatch(uint256 taskId, address trainer);
     error TaskMarketQuorumNotReached(uint256 taskId, uint16 revealed, uint16 required);
-    error TaskMarketPayoutExceedsBudget(uint256 taskId, uint256 payout, uint256 budget);
-    /// @dev A trainer in `rejected` (or `nonRevealers`) was already slashed or listed twice.
+    error TaskMarketValidatorQuorumNotReached(uint256 taskId, uint16 revealed, uint16 required);
+    /// @dev Both quorums were reached: the round must be finalized, not aborted.
+    error TaskMarketAbortNotAllowed(uint256 taskId);
+    /// @dev A trainer listed for slashing was already slashed or listed twice.
     error TaskMarketAlreadyRejected(uint256 taskId, address trainer);
     /// @dev Every committer that did not reveal must be slashed: `listed` of `expected` were.
     error TaskMarketNonRevealersMismatch(uint256 taskId, uint16 listed, uint16 expected);
     /// @dev An account listed in `nonRevealers` did reveal.
     error TaskMarketRevealed(uint256 taskId, address trainer);
-    /// @dev Neither quorum failure nor an expired settlement grace period allows an abort yet.
-    error TaskMarketAbortNotAllowed(uint256 taskId, uint256 allowedAt);
-    error TaskMarketInvalidProof(uint256 taskId, address account, uint256 cumulativeAmount);
     error TaskMarketNothingToClaim(uint256 taskId, address account);
-    /// @dev A claim would pay out more than the coordinator ever allocated in this task.
-    error TaskMarketClaimExceedsAllocation(uint256 taskId, uint256 amount, uint256 unclaimed);
+    // validators
+    error TaskMarketValidatorsFull(uint256 taskId, uint16 maxValidators);
+    error TaskMarketAlreadyValidator(uint256 taskId, address validator);
+    error TaskMarketNotValidator(uint256 taskId, address validator);
+    error TaskMarketStakeTooLow(uint256 taskId, uint256 stake, uint256 minimum);
+    error TaskMarketInvalidDataHash(uint256 taskId);
+    /// @dev The validator committed scores in a round that is not closed yet.
+    error TaskMarketOpenScoreCommitment(uint256 taskId, address validator, uint16 round);
+    error TaskMarketScoresAlreadyCommitted(uint256 taskId, address validator, uint16 round);
+    error TaskMarketScoresNotCommitted(uint256 taskId, address validator, uint16 round);
+    error TaskMarketScoresAlreadyRevealed(uint256 taskId, address validator, uint16 round);
+    error TaskMarketScoreCommitmentMismatch(uint256 taskId, address validator);
+    /// @dev A score vector needs one entry per revealer of the round (and a settlement one vector
+    /// per listed validator).
+    error TaskMarketScoreCountMismatch(uint256 taskId, uint256 given, uint256 expected);
+    /// @dev Entry `index` is neither a flag nor a score within +-MAX_SCORE.
+    error TaskMarketScoreOutOfRange(uint256 taskId, uint256 index);
+    // settlement inputs
+    /// @dev `list` ("trainers", "validators") is not in strictly ascending address order.
+    error TaskMarketUnsorted(uint256 taskId, string list);
+    /// @dev A listed trainer did not reveal in this round.
+    error TaskMarketNotARevealer(uint256 taskId, address trainer);
+    /// @dev `trainers` must hold every revealer: `listed` of `expected`.
+    error TaskMarketRevealersMismatch(uint256 taskId, uint16 listed, uint16 expected);
+    /// @dev A listed validator did not reveal scores in this round, or its vector differs from the revealed one.
+    error TaskMarketScoresMismatch(uint256 taskId, address validator);
+    /// @dev `validators` must hold every score revealer: `listed` of `expected`.
+    error TaskMarketScoreRevealersMismatch(uint256 taskId, uint16 listed, uint16 expected);
+    /// @dev A listed silent validator did reveal, did not commit, or is listed twice.
+    error TaskMarketNotSilent(uint256 taskId, address validator);
+    /// @dev Every validator that committed and did not reveal must be slashed: `listed` of `expected`.
+    error TaskMarketSilentValidatorsMismatch(uint256 taskId, uint16 listed, uint16 expected);
+    // models
+    /// @dev The next round must train on the model published for the last finalized round.
+    error TaskMarketModelMismatch(uint256 taskId, bytes32 expected, bytes32 given);
+    /// @dev The last finalized round's aggregate has not been published yet.
+    error TaskMarketModelNotPublished(uint256 taskId, uint16 round);
+    error TaskMarketModelAlreadyPublished(uint256 taskId, uint16 round);
 
     // ---------------------------------------------------------------- events
 
@@ -147,24 +250,37 @@ interface ITaskMarket {
     event TaskExpired(uint256 indexed taskId, uint256 refund);
     event TrainerJoined(uint256 indexed taskId, address indexed trainer, uint256 stake);
     event TrainerLeft(uint256 indexed taskId, address indexed trainer, uint256 stake);
-    event StakeWithdrawn(uint256 indexed taskId, address indexed trainer, uint256 amount);
+    event ValidatorJoined(uint256 indexed taskId, address indexed validator, uint256 stake, bytes32 dataHash);
+    event ValidatorLeft(uint256 indexed taskId, address indexed validator, uint256 stake);
+    event StakeWithdrawn(uint256 indexed taskId, address indexed account, uint256 amount);
     event RoundStarted(
         uint256 indexed taskId, uint16 indexed round, bytes32 modelHash, uint64 commitDeadline, uint64 revealDeadline
     );
     event Committed(uint256 indexed taskId, uint16 indexed round, address indexed trainer, bytes32 commitment);
     event Revealed(uint256 indexed taskId, uint16 indexed round, address indexed trainer, bytes32 updateHash);
-    event TrainerSlashed(uint256 indexed taskId, uint16 indexed round, address indexed trainer, uint256 amount);
-    event RoundFinalized(
+    event ScoresCommitted(uint256 indexed taskId, uint16 indexed round, address indexed validator, bytes32 commitment);
+    event ScoresRevealed(uint256 indexed taskId, uint16 indexed round, address indexed validator, int256[] scores);
+    /// @notice Consensus for one revealed update: `consensus` is c[i] (1e18 = the whole round's value).
+    event TrainerSettled(
         uint256 indexed taskId,
         uint16 indexed round,
-        bytes32 newModelHash,
-        bytes32 rewardsRoot,
-        uint256 payout,
-        bytes32 reportHash,
-        uint16 rejectedCount
+        address indexed trainer,
+        Outcome outcome,
+        uint256 consensus,
+        uint256 payout
     );
-    event RoundAborted(uint256 indexed taskId, uint16 indexed round, uint16 slashedCount);
-    event RewardsClaimed(uint256 indexed taskId, address indexed account, uint256 amount, uint256 cumulativeAmount);
+    /// @notice `agreement` is a[v] (1e18 = full agreement with consensus).
+    event ValidatorSettled(
+        uint256 indexed taskId, uint16 indexed round, address indexed validator, uint256 agreement, uint256 payout
+    );
+    event TrainerSlashed(uint256 indexed taskId, uint16 indexed round, address indexed trainer, uint256 amount);
+    event ValidatorSlashed(uint256 indexed taskId, uint16 indexed round, address indexed validator, uint256 amount);
+    event RoundFinalized(
+        uint256 indexed taskId, uint16 indexed round, uint256 trainerPayout, uint256 validatorPayout, uint256 burned
+    );
+    event RoundAborted(uint256 indexed taskId, uint16 indexed round, uint16 slashedCount, uint256 burned);
+    event ModelPublished(uint256 indexed taskId, uint16 indexed round, bytes32 modelHash, bytes32 reportHash);
+    event RewardsClaimed(uint256 indexed taskId, address indexed account, uint256 amount);
 
     // ---------------------------------------------------------------- tasks
 
@@ -194,14 +310,14 @@ interface ITaskMarket {
 
     /**
      * @notice Cancels a task before its first round and refunds the pool to the owner.
-     * Joined trainers take their stake back with {withdrawStake}.
+     * Joined trainers and validators take their stake back with {withdrawStake}.
      * @dev Requirements: caller is the owner; task open; no round started. Emits {TaskCancelled}.
      */
     function cancelTask(uint256 taskId) external;
 
     /**
      * @notice Ends a task whose next round was not started within the settlement grace period
-     * after the previous round's reveal deadline (a coordinator gone, or too few trainers left),
+     * after the previous round closed (a coordinator gone, or too few trainers left),
      * and refunds what is left of the pool to the owner. Claims and stake withdrawals stay open.
      * @dev Requirements: task open; at least one round started and the current one closed; the
      * grace period passed. Anyone may call it. Emits {TaskExpired}.
@@ -211,31 +327,76 @@ interface ITaskMarket {
     // ---------------------------------------------------------------- trainers
 
     /**
-     * @notice Stakes `minStake` tokens and joins the task.
-     * @dev Requirements: task open with rounds left; not joined; fewer than `maxTrainers` joined;
-     * allowance for `minStake`; not paused. Emits {TrainerJoined}.
+     * @notice Stakes `minStake` tokens and joins the task as a trainer.
+     * @dev Requirements: task open; not joined; fewer than `maxTrainers` joined; allowance for
+     * `minStake`; not paused. Emits {TrainerJoined}.
      */
     function join(uint256 taskId) external;
 
     /**
-     * @notice Leaves an open task and takes the whole stake back.
+     * @notice Leaves an open task as a trainer and takes the whole stake back.
      * @dev Requirements: joined; no commitment in a round that is still open. Emits {TrainerLeft}.
      */
     function leave(uint256 taskId) external;
 
+    // ---------------------------------------------------------------- validators
+
     /**
-     * @notice Takes back the stake left after being rejected, or after the task ended.
-     * @dev Requirements: a stake; not joined, or the task completed or cancelled. Emits {StakeWithdrawn}.
+     * @notice Stakes `stake` (at least `minValidatorStake`) and joins as a validator that scores
+     * on the data whose sha256 is `dataHash`, for good: another split is another validator.
+     * A trainer of the task may also validate; its score for itself is ignored.
+     * @dev Requirements: task open; not a validator; fewer than `maxValidators` joined; non-zero
+     * `dataHash`; allowance; not paused. Emits {ValidatorJoined}.
+     */
+    function joinAsValidator(uint256 taskId, bytes32 dataHash, uint256 stake) external;
+
+    /**
+     * @notice Leaves an open task as a validator and takes the whole stake back.
+     * @dev Requirements: joined; no score commitment in a round that is still open. Emits {ValidatorLeft}.
+     */
+    function leaveValidator(uint256 taskId) external;
+
+    /**
+     * @notice Commits to a score vector: `commitment = keccak256(abi.encode(taskId, round,
+     * validator, scores, salt))`, `scores` an `int256[]` with one entry per revealer in ascending
+     * address order. The last joined validator to commit opens the score-reveal phase at once.
+     * @dev Requirements: joined validator; phase ScoreCommit; not committed this round; not paused.
+     * Emits {ScoresCommitted}.
+     */
+    function commitScores(uint256 taskId, bytes32 commitment) external;
+
+    /**
+     * @notice Reveals the committed score vector. Each entry is a score within +-MAX_SCORE or a
+     * flag (UNAVAILABLE, INVALID, HARMFUL). The last committer to reveal opens Settling at once.
+     * @dev Requirements: phase ScoreReveal; committed and not revealed this round; one entry per
+     * revealer; the commitment matches. Works while paused. Emits {ScoresRevealed}.
+     */
+    function revealScores(uint256 taskId, int256[] calldata scores, bytes32 salt) external;
+
+    // ---------------------------------------------------------------- both roles
+
+    /**
+     * @notice Takes back every stake the caller has left in the task: after being rejected or
+     * slashed, or after the task ended.
+     * @dev Requirements: a stake; not joined in an open task. Emits {StakeWithdrawn}.
      */
     function withdrawStake(uint256 taskId) external;
+
+    /**
+     * @notice Pays the caller everything it earned in the task, as trainer and as validator.
+     * @dev Requirements: something to claim. Emits {RewardsClaimed}.
+     */
+    function claim(uint256 taskId) external;
 
     // ---------------------------------------------------------------- rounds
 
     /**
-     * @notice Opens the next round's commit phase on the global model `modelHash`.
-     * @dev Requirements: caller is the coordinator; task open (so rounds are left: closing the
-     * last round completes the task); previous round closed; at least `minTrainers` joined; not
-     * paused. Emits {RoundStarted}.
+     * @notice Opens the next round's commit phase on the global model `modelHash`: any model for
+     * the first round, afterwards exactly the one the task's state holds (published for the last
+     * finalized round, unchanged after an aborted one).
+     * @dev Requirements: caller is the coordinator; task open; previous round closed and, if
+     * finalized, its model published; at least `minTrainers` trainers and `minValidators`
+     * validators joined; not paused. Emits {RoundStarted}.
      */
     function startRound(uint256 taskId, bytes32 modelHash) external;
 
@@ -248,51 +409,41 @@ interface ITaskMarket {
 
     /**
      * @notice Reveals the update hash committed to in the current round. The last committer to
-     * reveal opens the settling phase at once.
+     * reveal opens the score-commit phase at once.
      * @dev Requirements: phase Reveal; committed and not revealed this round; the commitment
      * matches. Works while paused, so that a pause never gets a trainer slashed. Emits {Revealed}.
      */
     function reveal(uint256 taskId, bytes32 updateHash, bytes32 salt) external;
 
     /**
-     * @notice Settles the current round. `rewardsRoot` commits to every trainer's cumulative
-     * earnings in this task; `roundPayout` moves from the pool to the claimable rewards and may not
-     * exceed the round budget (pool, including this round's slashes, divided by the rounds left).
-     * Every account in `rejected` must have committed this round; its stake is cut by `slashBps`
-     * into the pool and it is removed from the task. Every committer that did not reveal must be
-     * in `rejected`. Cost grows with `rejected` only, never with the number of honest trainers.
-     * After the last round, what is left of the pool is refunded to the owner.
-     * @dev Requirements: caller is the coordinator; phase Settling; quorum revealed; not paused.
-     * Emits {TrainerSlashed} per rejected trainer, {RoundFinalized}, and {TaskCompleted} after the last round.
+     * @notice Settles the current round from its revealed inputs (see the consensus above), which
+     * anyone can rebuild from the events: pays, slashes and burns. Permissionless: the money never
+     * waits for the coordinator. Cost is bounded by MAX_TRAINERS x MAX_VALIDATORS.
+     * @dev Requirements: phase Settling; both quorums reached; `s` complete and sorted as
+     * documented in {Settlement}; not paused. Emits {TrainerSettled} per revealer,
+     * {ValidatorSettled} per score revealer, {TrainerSlashed}/{ValidatorSlashed} per slash,
+     * {RoundFinalized}, and {TaskCompleted} after the last round.
      */
-    function finalizeRound(
-        uint256 taskId,
-        bytes32 newModelHash,
-        bytes32 rewardsRoot,
-        uint256 roundPayout,
-        bytes32 reportHash,
-        address[] calldata rejected
-    ) external;
+    function finalizeRound(uint256 taskId, Settlement calldata s) external;
 
     /**
-     * @notice Closes a round that cannot be settled: anyone may call it once the phase is Settling
-     * and fewer than `minTrainers` revealed, or once the settlement grace period after the reveal
-     * deadline has passed. `nonRevealers` must list exactly the committers that did not reveal;
-     * they are slashed. The round's budget stays in the pool.
-     * @dev Requirements: see above; not paused. Emits {TrainerSlashed} per non-revealer,
-     * {RoundAborted}, and {TaskCompleted} after the last round.
+     * @notice Closes a round that missed a quorum (fewer than `minTrainers` reveals or
+     * `minValidators` score reveals); anyone may call it once the phase is Settling. The listed
+     * non-revealers and silent validators must be exactly those of the round; they are slashed.
+     * The round's budget stays in the pool and the model is unchanged.
+     * @dev Requirements: see above; not paused. Emits the slash events, {RoundAborted}, and
+     * {TaskCompleted} after the last round.
      */
-    function abortRound(uint256 taskId, address[] calldata nonRevealers) external;
-
-    // ---------------------------------------------------------------- rewards
+    function abortRound(uint256 taskId, address[] calldata nonRevealers, address[] calldata silentValidators)
+        external;
 
     /**
-     * @notice Pays the caller `cumulativeAmount` minus what it already claimed in this task.
-     * `proof` shows the leaf `keccak256(bytes.concat(keccak256(abi.encode(caller, cumulativeAmount))))`
-     * is in the task's current rewards root (OpenZeppelin StandardMerkleTree).
-     * @dev Requirements: valid proof; something left to claim. Emits {RewardsClaimed}.
+     * @notice Publishes the aggregate of the last finalized round's Accepted updates under the
+     * task's rule (anyone can recompute it from the blobs) and the round report's hash.
+     * @dev Requirements: caller is the coordinator; the task's latest round is finalized and its
+     * model not yet published. Works after the last round too. Emits {ModelPublished}.
      */
-    function claim(uint256 taskId, uint256 cumulativeAmount, bytes32[] calldata proof) external;
+    function publishModel(uint256 taskId, bytes32 modelHash, bytes32 reportHash) external;
 
     // ---------------------------------------------------------------- views
 
@@ -309,19 +460,26 @@ interface ITaskMarket {
 
     function getTrainer(uint256 taskId, address trainer) external view returns (Trainer memory);
 
+    function getValidator(uint256 taskId, address validator) external view returns (Validator memory);
+
     /// @notice The trainer's latest commitment (round, hash) and whether it was revealed.
     function getCommitment(uint256 taskId, address trainer)
         external
         view
         returns (uint16 round, bytes32 commitment, bool revealed);
 
-    /// @notice Rewards the account claimed so far in the task.
-    function claimedOf(uint256 taskId, address account) external view returns (uint256);
+    /// @notice The validator's latest score commitment (round, hash) and whether it was revealed;
+    /// once revealed, `commitment` is `keccak256(abi.encode(scores))`.
+    function getScoreCommitment(uint256 taskId, address validator)
+        external
+        view
+        returns (uint16 round, bytes32 commitment, bool revealed);
 
-    /// @notice Budget the current round may pay out if it were finalized now, before its slashes.
+    /// @notice Budget the current round may pay out if it were finalized now.
     function roundBudget(uint256 taskId) external view returns (uint256);
 
-    /// @notice Seconds after the reveal deadline during which only the coordinator may settle.
+    /// @notice Seconds after a round closed during which the coordinator may start the next one
+    /// before anyone may {expireTask}.
     function settlementGrace() external view returns (uint256);
 
     /// @notice The EIP-712 digest an owner signs to have `terms` posted by a relayer.

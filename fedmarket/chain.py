@@ -133,10 +133,10 @@ class TaskInfo:
     status: TaskStatus
     current_round: int  # rounds started so far (1-based); 0 before the first
     trainer_count: int
+    validator_count: int
     pool: int  # reward tokens not yet allocated
-    unclaimed: int  # allocated to trainers, not yet claimed
-    model_hash: bytes
-    rewards_root: bytes
+    unclaimed: int  # allocated to trainers and validators, not yet claimed
+    model_hash: bytes  # the global model the next round trains on
 
     @property
     def rounds_left(self) -> int:
@@ -152,13 +152,20 @@ class RoundInfo:
     round_no: int
     commit_deadline: int
     reveal_deadline: int
+    score_commit_deadline: int
+    score_reveal_deadline: int
     commit_count: int
     reveal_count: int
+    score_commit_count: int
+    score_reveal_count: int
     closed: bool
     aborted: bool
-    model_hash: bytes
+    model_published: bool
+    closed_at: int
+    payout: int  # tokens paid in this round, trainers and validators
+    model_hash: bytes  # the global model trained on in this round
+    new_model_hash: bytes  # the aggregate of its accepted updates, once published
     report_hash: bytes
-    payout: int
 
 
 @dataclass(frozen=True)
@@ -166,10 +173,39 @@ class TrainerInfo:
     """`getTrainer`: a trainer's stake and progress in one task."""
 
     stake: int
-    claimed: int
+    claimable: int  # earned, not yet claimed
     last_commit_round: int
     last_reveal_round: int
     joined: bool
+
+
+@dataclass(frozen=True)
+class ValidatorInfo:
+    """`getValidator`: a validator's stake, progress and committed data in one task."""
+
+    stake: int
+    claimable: int
+    last_score_commit_round: int
+    last_score_reveal_round: int
+    joined: bool
+    data_hash: bytes
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """`ITaskMarket.Settlement`: a round's revealed inputs, as `finalizeRound` takes them."""
+
+    trainers: tuple[str, ...]  # every revealer, ascending
+    non_revealers: tuple[str, ...]
+    validators: tuple[str, ...]  # every score revealer, ascending
+    scores: tuple[tuple[int, ...], ...]
+    silent_validators: tuple[str, ...]
+
+    def as_tuple(self) -> tuple:
+        return (
+            _addresses(self.trainers), _addresses(self.non_revealers), _addresses(self.validators),
+            [list(vector) for vector in self.scores], _addresses(self.silent_validators),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -490,40 +526,64 @@ class MarketClient:
             )
         )
 
-    def finalize_round(
-        self,
-        task_id: int,
-        *,
-        new_model_hash: bytes | str,
-        rewards_root: bytes | str,
-        round_payout: int,
-        report_hash: bytes | str,
-        rejected: Sequence[str] = (),
+    def finalize_round(self, task_id: int, settlement: Settlement) -> TxResult:
+        """`finalizeRound` (anyone, both quorums reached): the contract computes the consensus
+        from `settlement` (see :func:`fedmarket.ledger.read_round`), pays and slashes. Emits
+        TrainerSettled*, ValidatorSettled*, the slash events, RoundFinalized, maybe TaskCompleted."""
+        return self._market_tx(self.market.functions.finalizeRound(task_id, settlement.as_tuple()))
+
+    def abort_round(
+        self, task_id: int, non_revealers: Sequence[str] = (), silent_validators: Sequence[str] = ()
     ) -> TxResult:
-        """`finalizeRound` (coordinator): settles the round with the cumulative rewards root;
-        `rejected` committers are slashed. Emits TrainerSlashed*, RoundFinalized, maybe TaskCompleted."""
-        fn = self.market.functions.finalizeRound(
-            task_id,
-            _bytes32(new_model_hash, "new_model_hash"),
-            _bytes32(rewards_root, "rewards_root"),
-            int(round_payout),
-            _bytes32(report_hash, "report_hash"),
-            _addresses(rejected),
+        """`abortRound` (anyone, when a quorum was missed): closes the round, slashing exactly the
+        committers and score committers that did not reveal. Emits the slash events, RoundAborted."""
+        fn = self.market.functions.abortRound(
+            task_id, _addresses(non_revealers), _addresses(silent_validators)
         )
         return self._market_tx(fn)
 
-    def abort_round(self, task_id: int, non_revealers: Sequence[str] = ()) -> TxResult:
-        """`abortRound` (anyone, when allowed): closes an unsettleable round, slashing exactly
-        the committers that did not reveal. Emits TrainerSlashed*, RoundAborted, maybe TaskCompleted."""
-        return self._market_tx(self.market.functions.abortRound(task_id, _addresses(non_revealers)))
+    def publish_model(self, task_id: int, model_hash: bytes | str, report_hash: bytes | str) -> TxResult:
+        """`publishModel` (coordinator): the aggregate of the last finalized round's accepted updates."""
+        fn = self.market.functions.publishModel(
+            task_id, _bytes32(model_hash, "model_hash"), _bytes32(report_hash, "report_hash")
+        )
+        return self._market_tx(fn)
+
+    # -------------------------------------------------------------------- validators
+
+    def join_as_validator(
+        self, task_id: int, data_hash: bytes | str, stake: int | None = None, *, auto_approve: bool = True
+    ) -> TxResult:
+        """`joinAsValidator`: stakes `stake` (default: the task's `min_validator_stake`) to score
+        on the data whose sha256 is `data_hash`, fixed for good."""
+        self._require_account()
+        if stake is None:
+            stake = self.task(task_id).terms.min_validator_stake
+        if auto_approve:
+            self.ensure_allowance(stake)
+        fn = self.market.functions.joinAsValidator(task_id, _bytes32(data_hash, "data_hash"), int(stake))
+        return self._market_tx(fn)
+
+    def leave_validator(self, task_id: int) -> TxResult:
+        """`leaveValidator`: takes the whole validator stake back; not while a score commitment is open."""
+        return self._market_tx(self.market.functions.leaveValidator(task_id))
+
+    def commit_scores(self, task_id: int, commitment: bytes | str) -> TxResult:
+        """`commitScores`: `commitment` from :func:`fedmarket.protocol.make_score_commitment`."""
+        return self._market_tx(
+            self.market.functions.commitScores(task_id, _bytes32(commitment, "commitment"))
+        )
+
+    def reveal_scores(self, task_id: int, scores: Sequence[int], salt: bytes | str) -> TxResult:
+        """`revealScores`: the vector committed to, one entry per revealer in ascending order."""
+        fn = self.market.functions.revealScores(task_id, [int(e) for e in scores], _bytes32(salt, "salt"))
+        return self._market_tx(fn)
 
     # -------------------------------------------------------------------- rewards and admin
 
-    def claim(self, task_id: int, cumulative_amount: int, proof: Sequence[bytes | str]) -> TxResult:
-        """`claim`: pays `cumulative_amount` minus what was claimed, given a proof from
-        :class:`fedmarket.merkle.RewardsTree`."""
-        proof32 = [_bytes32(node, "proof node") for node in proof]
-        return self._market_tx(self.market.functions.claim(task_id, int(cumulative_amount), proof32))
+    def claim(self, task_id: int) -> TxResult:
+        """`claim`: pays everything this account earned in the task, as trainer and as validator."""
+        return self._market_tx(self.market.functions.claim(task_id))
 
     def pause(self) -> TxResult:
         """`pause` (market admin): stops new tasks, joins and round progress; exits stay open."""
@@ -580,7 +640,7 @@ class MarketClient:
     def task(self, task_id: int) -> TaskInfo:
         """`getTask`; ContractRevert TaskMarketUnknownTask for an id never created."""
         terms, state = self._call(self.market.functions.getTask(task_id))
-        owner, status, current_round, trainer_count, pool, unclaimed, model_hash, rewards_root = state
+        owner, status, current_round, trainer_count, validator_count, pool, unclaimed, model_hash = state
         return TaskInfo(
             task_id=task_id,
             terms=TaskTerms(bytes(terms[0]), to_checksum_address(terms[1]), *terms[2:]),
@@ -588,43 +648,32 @@ class MarketClient:
             status=TaskStatus(status),
             current_round=current_round,
             trainer_count=trainer_count,
+            validator_count=validator_count,
             pool=pool,
             unclaimed=unclaimed,
             model_hash=bytes(model_hash),
-            rewards_root=bytes(rewards_root),
         )
 
-    def round(self, task_id: int, round_no: int | None = None) -> RoundInfo:
-        """`getRound` of `round_no` (default: the task's current round)."""
+    def round(self, task_id: int, round_no: int | None = None, *, block: int | str = "latest") -> RoundInfo:
+        """`getRound` of `round_no` (default: the task's current round), at `block`."""
         if round_no is None:
             round_no = self.task(task_id).current_round
-        # Round: commitDeadline, revealDeadline, commitCount, revealCount, closed, aborted, then:
-        (
-            commit_deadline,
-            reveal_deadline,
-            commit_count,
-            reveal_count,
-            closed,
-            aborted,
-            model_hash,
-            report_hash,
-            payout,
-        ) = self._call(self.market.functions.getRound(task_id, round_no))
-        return RoundInfo(
-            task_id=task_id, round_no=round_no, commit_deadline=commit_deadline, reveal_deadline=reveal_deadline,
-            commit_count=commit_count, reveal_count=reveal_count, closed=closed, aborted=aborted,
-            model_hash=bytes(model_hash), report_hash=bytes(report_hash), payout=payout,
-        )  # fmt: skip
+        values = list(self._call(self.market.functions.getRound(task_id, round_no), block))
+        # The struct's last three fields are bytes32: modelHash, newModelHash, reportHash.
+        values[-3:] = [bytes(v) for v in values[-3:]]
+        return RoundInfo(task_id, round_no, *values)
 
     def phase(self, task_id: int) -> RoundPhase:
         """`roundPhase`: the current round's phase, by the chain's clock."""
         return RoundPhase(self._call(self.market.functions.roundPhase(task_id)))
 
-    def trainer(self, task_id: int, address: str | None = None) -> TrainerInfo:
-        """`getTrainer` of `address` (default: this account)."""
+    def trainer(
+        self, task_id: int, address: str | None = None, *, block: int | str = "latest"
+    ) -> TrainerInfo:
+        """`getTrainer` of `address` (default: this account), at `block`."""
         address = address or self._require_account().address
         fn = self.market.functions.getTrainer(task_id, to_checksum_address(address))
-        return TrainerInfo(*self._call(fn))
+        return TrainerInfo(*self._call(fn, block))
 
     def commitment(self, task_id: int, address: str | None = None) -> CommitmentInfo:
         """`getCommitment` of `address` (default: this account)."""
@@ -634,14 +683,34 @@ class MarketClient:
         )
         return CommitmentInfo(round_no, bytes(commitment), revealed)
 
-    def claimed(self, task_id: int, address: str | None = None) -> int:
-        """`claimedOf`: rewards `address` (default: this account) claimed so far in the task."""
+    def validator(
+        self, task_id: int, address: str | None = None, *, block: int | str = "latest"
+    ) -> ValidatorInfo:
+        """`getValidator` of `address` (default: this account), at `block`."""
         address = address or self._require_account().address
-        return self._call(self.market.functions.claimedOf(task_id, to_checksum_address(address)))
+        fn = self.market.functions.getValidator(task_id, to_checksum_address(address))
+        values = list(self._call(fn, block))
+        values[-1] = bytes(values[-1])
+        return ValidatorInfo(*values)
 
-    def round_budget(self, task_id: int) -> int:
-        """`roundBudget`: what the current round may pay out if finalized now (before slashes)."""
-        return self._call(self.market.functions.roundBudget(task_id))
+    def score_commitment(self, task_id: int, address: str | None = None) -> CommitmentInfo:
+        """`getScoreCommitment` of `address` (default: this account); once revealed, the commitment
+        is `keccak256(abi.encode(scores))`."""
+        address = address or self._require_account().address
+        round_no, commitment, revealed = self._call(
+            self.market.functions.getScoreCommitment(task_id, to_checksum_address(address))
+        )
+        return CommitmentInfo(round_no, bytes(commitment), revealed)
+
+    def claimable(self, task_id: int, address: str | None = None) -> int:
+        """What `address` (default: this account) can claim now, as trainer and as validator."""
+        address = address or self._require_account().address
+        return self.trainer(task_id, address).claimable + self.validator(task_id, address).claimable
+
+    def round_budget(self, task_id: int, *, block: int | str = "latest") -> int:
+        """`roundBudget`: what the current round may pay out if finalized now; at `block`, what it
+        could have then (a settled round's budget is the one at the block before its settlement)."""
+        return self._call(self.market.functions.roundBudget(task_id), block)
 
     def task_count(self) -> int:
         """`taskCount`: tasks ever created; ids run from 1 to this."""
@@ -653,7 +722,7 @@ class MarketClient:
         return self._call(self.market.functions.nonces(to_checksum_address(owner)))
 
     def settlement_grace(self) -> int:
-        """`settlementGrace`: seconds after a reveal deadline reserved to the coordinator."""
+        """`settlementGrace`: seconds after a round closed before anyone may expire the task."""
         return self._call(self.market.functions.settlementGrace())
 
     def hash_task_terms(self, terms: TaskTerms, *, owner: str, nonce: int, deadline: int) -> bytes:

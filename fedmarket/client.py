@@ -7,14 +7,12 @@ process, and posts only the signatures.
 
 from __future__ import annotations
 
-import io
+import dataclasses
 from typing import Any
 
 import httpx
-import numpy as np
 from eth_account import Account
 
-from fedmarket.auth import sign_validation_upload
 from fedmarket.chain import MarketClient, SignedTask
 from fedmarket.errors import FedmarketError
 from fedmarket.protocol import TaskTerms
@@ -40,6 +38,9 @@ class CoordinatorUnreachableError(CoordinatorError):
         self.status, self.error, self.detail = 0, "Unreachable", reason
 
 
+TOKEN_FIELDS = ("reward_pool", "min_stake", "min_validator_stake")  # beyond 2**53: decimal strings
+
+
 def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
     """The JSON of `POST /v1/tasks`: the spec, the terms and the owner's signatures (no key).
     Amounts travel as decimal strings, bytes as 0x-hex."""
@@ -47,10 +48,8 @@ def task_request_body(spec: TaskSpec, signed: SignedTask) -> dict:
     return {
         "spec": spec.model_dump(mode="json"),
         "terms": {
-            "spec_hash": "0x" + terms.spec_hash.hex(), "coordinator": terms.coordinator, "rounds": terms.rounds,
-            "min_trainers": terms.min_trainers, "max_trainers": terms.max_trainers, "slash_bps": terms.slash_bps,
-            "commit_window": terms.commit_window, "reveal_window": terms.reveal_window,
-            "reward_pool": str(terms.reward_pool), "min_stake": str(terms.min_stake),
+            name: "0x" + value.hex() if isinstance(value, bytes) else str(value) if name in TOKEN_FIELDS else value
+            for name, value in dataclasses.asdict(terms).items()
         },
         "owner": signed.owner,
         "deadline": signed.deadline,
@@ -111,8 +110,9 @@ class CoordinatorClient:
     def round(self, task_id: int, round_no: int) -> dict:
         return self._request("GET", f"/v1/tasks/{task_id}/rounds/{round_no}")
 
-    def rewards(self, task_id: int, address: str) -> dict:
-        return self._request("GET", f"/v1/tasks/{task_id}/rewards/{address}")
+    def earnings(self, task_id: int, address: str) -> dict:
+        """What `address` earned in the task (as trainer and validator), claimed, and can claim."""
+        return self._request("GET", f"/v1/tasks/{task_id}/earnings/{address}")
 
     # ------------------------------------------------------------------ owner actions
 
@@ -124,25 +124,3 @@ class CoordinatorClient:
         signed = market.with_account(owner).sign_create_task(terms, deadline=market.chain_time() + valid_for)
         body = task_request_body(spec, signed)
         return self._request("POST", "/v1/tasks", json=body)
-
-    def upload_validation_data(
-        self,
-        task_id: int,
-        X: np.ndarray,
-        y: np.ndarray,
-        *,
-        owner_key,
-        market: MarketClient,
-        valid_for: int = 600,
-    ) -> dict:
-        buffer = io.BytesIO()
-        np.savez(buffer, X=X, y=y)
-        body = buffer.getvalue()
-        headers = sign_validation_upload(
-            owner_key, chain_id=market.deployment.chain_id, market=market.market_address, task_id=task_id,
-            body=body, expiry=market.chain_time() + valid_for,
-        )  # fmt: skip
-        return self._request(
-            "PUT", f"/v1/tasks/{task_id}/validation-data", content=body,
-            headers={**headers, "Content-Type": "application/octet-stream"},
-        )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 from eth_abi import encode
@@ -33,9 +34,27 @@ class RoundPhase(enum.IntEnum):
     NONE = 0
     COMMIT = 1
     REVEAL = 2
-    SETTLING = 3
-    FINALIZED = 4
-    ABORTED = 5
+    SCORE_COMMIT = 3
+    SCORE_REVEAL = 4
+    SETTLING = 5
+    FINALIZED = 6
+    ABORTED = 7
+
+
+class Outcome(enum.IntEnum):
+    """`ITaskMarket.Outcome`: what consensus made of a revealed update."""
+
+    ACCEPTED = 0
+    WORTHLESS = 1
+    UNAVAILABLE = 2
+    REJECTED = 3
+
+    @property
+    def aggregated(self) -> bool:
+        """Whether the update goes into the round's aggregate: the quorum fetched it and did not
+        reject it. A Worthless update is aggregated but not paid, so the significance rule that
+        keeps luck unpaid does not also throw away honest information."""
+        return self in (Outcome.ACCEPTED, Outcome.WORTHLESS)
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,12 @@ class TaskTerms:
     reveal_window: int
     reward_pool: int
     min_stake: int
+    min_validators: int
+    max_validators: int
+    validator_share_bps: int
+    score_window: int
+    score_reveal_window: int
+    min_validator_stake: int
 
     def as_tuple(self) -> tuple:
         """The struct as web3 passes it to a contract function."""
@@ -73,6 +98,12 @@ class TaskTerms:
             "revealWindow": self.reveal_window,
             "rewardPool": self.reward_pool,
             "minStake": self.min_stake,
+            "minValidators": self.min_validators,
+            "maxValidators": self.max_validators,
+            "validatorShareBps": self.validator_share_bps,
+            "scoreWindow": self.score_window,
+            "scoreRevealWindow": self.score_reveal_window,
+            "minValidatorStake": self.min_validator_stake,
         }
 
 
@@ -87,6 +118,12 @@ _TASK_TERMS_TYPE = [
     {"name": "revealWindow", "type": "uint32"},
     {"name": "rewardPool", "type": "uint256"},
     {"name": "minStake", "type": "uint256"},
+    {"name": "minValidators", "type": "uint16"},
+    {"name": "maxValidators", "type": "uint16"},
+    {"name": "validatorShareBps", "type": "uint16"},
+    {"name": "scoreWindow", "type": "uint32"},
+    {"name": "scoreRevealWindow", "type": "uint32"},
+    {"name": "minValidatorStake", "type": "uint256"},
 ]
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -108,6 +145,23 @@ def make_commitment(task_id: int, round_no: int, trainer: str, update_hash: byte
             [task_id, round_no, to_checksum_address(trainer), update_hash, salt],
         )
     )
+
+
+def make_score_commitment(
+    task_id: int, round_no: int, validator: str, scores: Sequence[int], salt: bytes
+) -> bytes:
+    """`keccak256(abi.encode(taskId, round, validator, scores, salt))`, as `revealScores` recomputes it."""
+    return keccak(
+        encode(
+            ["uint256", "uint16", "address", "int256[]", "bytes32"],
+            [task_id, round_no, to_checksum_address(validator), list(scores), salt],
+        )
+    )
+
+
+def revealed_scores_hash(scores: Sequence[int]) -> bytes:
+    """`keccak256(abi.encode(scores))`: what the contract keeps of a revealed vector."""
+    return keccak(encode(["int256[]"], [list(scores)]))
 
 
 def create_task_typed_data(

@@ -155,20 +155,25 @@ class AggregationSettings(_SpecModel):
 
 
 class ScoringSettings(_SpecModel):
-    """How a round's budget is split among accepted updates.
+    """The rule each validator scores a round's updates by, on its own data (:mod:`fedmarket.scoring`).
 
-    ``loo`` scores an update by its leave-one-out marginal value: validation loss of the aggregate
-    without it minus loss with it. ``base_share`` of the budget is split equally among accepted
-    updates, the rest in proportion to positive scores. An update scoring below
-    ``harm_threshold`` is rejected (and its trainer slashed). The threshold cannot be positive:
-    slashing needs evidence of harm, and an update that merely did not help is not that.
+    ``shapley`` values an update by its Shapley value over coalitions of the round's updates
+    (exact up to 8 updates, else a truncated Monte-Carlo estimate of at most ``max_evaluations``
+    model evaluations); ``loo`` by its leave-one-out marginal value. A validator flags an update
+    scoring below ``harm_threshold`` as harmful; a stake majority of such flags gets its trainer
+    slashed. The threshold cannot be positive: slashing needs evidence of harm, and an update that
+    merely did not help is not that. Pay follows the consensus of the scores, in proportion to
+    positive value only (see docs/protocol.md, "Consensus").
     """
 
-    method: Literal["loo"] = "loo"
-    base_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    method: Literal["shapley", "loo"] = "shapley"
     # Measured on the demo (MNIST, 5 label-skewed trainers): honest updates scored down to -0.08,
     # a 4x sign-flipped one -1.2. The default leaves honest skewed data a wide margin.
     harm_threshold: float = Field(default=-0.2, ge=-1e6, le=0.0)
+    # A value within this many standard errors of 0 scores 0 (0: off), so noise is not paid for
+    # luck. It changes pay only: every update the quorum neither rejects nor misses is aggregated.
+    significance: float = Field(default=2.0, ge=0.0, le=10.0)
+    max_evaluations: int = Field(default=2000, ge=10, le=100_000)
 
 
 class PrivacySettings(_SpecModel):

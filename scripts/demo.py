@@ -1,14 +1,17 @@
 """`make demo`: the whole market on one machine, end to end.
 
-Starts Anvil, deploys the contracts, starts the coordinator (a subprocess), funds a task owner and
-trainers from dev accounts, splits a real data set (20% stays with the owner as validation data,
-the rest goes to the trainers with a Dirichlet(alpha) label skew), posts the task through the
-HTTP API with signatures made here, uploads the validation split, runs every trainer as its own
-`fedmarket-trainer run` process, and prints per-round and per-trainer tables next to a centrally
-trained baseline. Writes reports/demo.json. Every process it started is stopped at the end, on
-Ctrl-C and on failure.
+Starts Anvil, deploys the contracts, starts the coordinator (a subprocess), funds a task owner,
+trainers and validators from dev accounts, and splits a real data set: a test split the demo keeps
+to measure accuracy, one disjoint held-out split per validator (the first is the owner's), and the
+rest for the trainers with a Dirichlet(alpha) label skew. It posts the task through the HTTP API
+with signatures made here, runs every trainer (`fedmarket-trainer run`) and every validator
+(`fedmarket-validator run`) as its own process, prints per-round accuracy of each published model
+and what every participant earned, next to a centrally trained baseline, and runs `fedmarket
+verify` on the finished task. Writes reports/demo.json. Every process it started is stopped at
+the end, on Ctrl-C and on failure.
 
-    python scripts/demo.py --trainers 5 --rounds 10 --dataset mnist [--attacker sign-flip]
+    python scripts/demo.py --trainers 5 --validators 3 --rounds 10 --dataset mnist \
+        [--attacker sign-flip|noise|free-rider] [--bad-validator inflate|random|lazy]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -30,22 +34,30 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import subprocess  # noqa: E402
+
 from fedmarket.chain import MarketClient  # noqa: E402
+from fedmarket.cid import cid_from_digest  # noqa: E402
 from fedmarket.client import CoordinatorClient  # noqa: E402
+from fedmarket.consensus import SCALE, UNAVAILABLE, normalized_scores  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import DEVNET_BLOCK_TIME, Anvil, dev_account, free_port  # noqa: E402
 from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
+from fedmarket.ledger import read_round  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
 from fedmarket.processes import COORDINATOR_COMMAND, ProcessGroup, wait_until_healthy  # noqa: E402
-from fedmarket.protocol import TaskStatus, TaskTerms  # noqa: E402
+from fedmarket.protocol import Outcome, TaskStatus, TaskTerms  # noqa: E402
+from fedmarket.rounds import fetch_model  # noqa: E402
 from fedmarket.spec import TaskSpec  # noqa: E402
+from fedmarket.store import HttpStore  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
-from trainer.attacks import ATTACKS  # noqa: E402
+from trainer.attacks import ATTACKS, BAD_VALIDATORS  # noqa: E402
 
 console = Console()
-OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX = 1, 2, 4  # Anvil dev accounts
+OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX, FIRST_VALIDATOR_INDEX = 1, 2, 4, 40  # Anvil dev accounts
+TEST_FRACTION, VALIDATOR_FRACTION = 0.15, 0.07  # the demo's test split; each validator's held-out split
 REWARD_POOL = 10_000 * ONE_TOKEN
 MIN_STAKE = 100 * ONE_TOKEN
 TRAINER_FUNDS = 1_000 * ONE_TOKEN
@@ -58,7 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--trainers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument(
+        "--validators", type=int, default=3, help="the owner's validator and independent ones"
+    )
     parser.add_argument("--attacker", choices=ATTACKS, default=None, help="make the last trainer malicious")
+    parser.add_argument(
+        "--bad-validator", choices=BAD_VALIDATORS, default=None, help="make the last validator dishonest"
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration")
     parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument(
@@ -75,6 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--trainers must be at least 2")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not 1 <= args.validators <= 8:
+        parser.error("--validators must be between 1 and 8")
+    if args.bad_validator and args.validators < 3:
+        parser.error("--bad-validator needs at least 3 validators (an honest majority to outvote it)")
     return args
 
 
@@ -93,8 +115,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     processes = ProcessGroup()
     with ExitStack() as stack:
         console.rule(
-            f"fedmarket demo: {args.trainers} trainers, {args.rounds} rounds, {args.dataset}"
+            f"fedmarket demo: {args.trainers} trainers, {args.validators} validators, {args.rounds} rounds, "
+            f"{args.dataset}"
             + (f", attacker {args.attacker}" if args.attacker else "")
+            + (f", bad validator {args.bad_validator}" if args.bad_validator else "")
         )
         anvil = stack.enter_context(Anvil(block_time=DEVNET_BLOCK_TIME, log_path=workdir / "anvil.log"))
         stack.callback(processes.stop)  # runs before Anvil stops: nothing logs a lost chain
@@ -108,11 +132,17 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             dev_account(COORDINATOR_INDEX),
         )
         trainers = [dev_account(FIRST_TRAINER_INDEX + i) for i in range(args.trainers)]
+        # The owner runs the first validator (its own held-out split); the others are independent.
+        validators = [owner] + [dev_account(FIRST_VALIDATOR_INDEX + i) for i in range(args.validators - 1)]
         deployment = deploy_market(w3, deployer, token=artifacts["FMToken"], market=artifacts["TaskMarket"])
         deployment_file = workdir / "deployments" / "local.json"
         deployment.write(deployment_file)
-        fund_accounts(w3, deployment, deployer, [owner.address], tokens=REWARD_POOL)
-        fund_accounts(w3, deployment, deployer, [t.address for t in trainers], tokens=TRAINER_FUNDS)
+        fund_accounts(
+            w3, deployment, deployer, [owner.address], tokens=REWARD_POOL + TRAINER_FUNDS
+        )  # + its stake
+        fund_accounts(
+            w3, deployment, deployer, [a.address for a in (*trainers, *validators[1:])], tokens=TRAINER_FUNDS
+        )
         console.print(f"devnet {anvil.url}: FMToken {deployment.token}, TaskMarket {deployment.market}")
 
         port = free_port()
@@ -132,9 +162,18 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         wait_until_healthy(api_url, coordinator_proc, log)
         console.print(f"coordinator {api_url} (log {log})")
 
-        # Data: the owner keeps 20% for validation; the rest is split non-IID among trainers.
+        # Data: a test split (the demo's yardstick), one disjoint held-out split per validator, and
+        # the rest split non-IID among the trainers.
         X, y = load_dataset(args.dataset)
-        X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=args.seed)
+        X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_fraction=TEST_FRACTION, seed=args.seed)
+        validator_files = []
+        for i in range(args.validators):
+            share = VALIDATOR_FRACTION / (1 - TEST_FRACTION - i * VALIDATOR_FRACTION)
+            X_rest, X_held, y_rest, y_held = train_test_split(
+                X_rest, y_rest, test_fraction=share, seed=args.seed + i + 1
+            )
+            validator_files.append(save_npz(workdir / "data" / f"validator-{i}.npz", X_held, y_held))
+        X_train, y_train = X_rest, y_rest
         parts = dirichlet_split(y_train, parts=args.trainers, alpha=args.alpha, seed=args.seed, min_size=20)
         data_files = [
             save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p])
@@ -148,15 +187,32 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             spec_hash=spec.spec_hash(), coordinator=coordinator_account.address, rounds=args.rounds,
             min_trainers=max(1, args.trainers // 2), max_trainers=args.trainers, slash_bps=5000,
             commit_window=120, reveal_window=60, reward_pool=REWARD_POOL, min_stake=MIN_STAKE,
+            min_validators=max(1, args.validators // 2 + 1) if args.validators > 2 else args.validators,
+            max_validators=args.validators, validator_share_bps=1_000, score_window=120, score_reveal_window=30,
+            min_validator_stake=MIN_STAKE,
         )  # fmt: skip
         market = MarketClient.connect(anvil.url, deployment)
         api = stack.enter_context(CoordinatorClient(api_url))
         posted = api.post_task(spec=spec, terms=terms, owner_key=owner.key, market=market)
         task_id = posted["task_id"]
-        api.upload_validation_data(task_id, X_val, y_val, owner_key=owner.key, market=market)
-        console.print(
-            f"task {task_id} posted through the API (spec {posted['spec_cid']}), validation split uploaded"
-        )
+        console.print(f"task {task_id} posted through the API (spec {posted['spec_cid']})")
+
+        validator_roles = ["owner"] + ["independent"] * (args.validators - 1)
+        if args.bad_validator:
+            validator_roles[-1] = f"bad ({args.bad_validator})"
+        validator_procs = []
+        for i, (account, data_file) in enumerate(zip(validators, validator_files, strict=True)):
+            command = [
+                sys.executable, "-m", "trainer.validator_cli", "run", str(task_id), "--data", str(data_file),
+                "--state-dir", str(workdir / "validator-state"), "--poll", "0.2",
+            ]  # fmt: skip
+            if args.bad_validator and i == args.validators - 1:
+                command += ["--bad-validator", args.bad_validator]
+            validator_env = {**env, "FEDMARKET_VALIDATOR_KEY": account.key.hex()}
+            validator_procs.append(
+                processes.start(command, log=workdir / f"validator-{i}.log", env=validator_env)
+            )
+        console.print(f"{args.validators} validator processes started")
 
         roles = ["honest"] * args.trainers
         if args.attacker:
@@ -165,7 +221,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         for i, (account, data_file) in enumerate(zip(trainers, data_files, strict=True)):
             command = [
                 sys.executable, "-m", "trainer.cli", "run", str(task_id), "--data", str(data_file),
-                "--state-dir", str(workdir / "trainer-state"), "--poll", "0.2",
+                "--state-dir", str(workdir / "trainer-state"), "--poll", "0.2", "--seed", str(args.seed),
             ]  # fmt: skip
             if roles[i] == "attacker":
                 command += ["--attacker", args.attacker]
@@ -173,42 +229,87 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             trainer_procs.append(processes.start(command, log=workdir / f"trainer-{i}.log", env=trainer_env))
         console.print(f"{args.trainers} trainer processes started (logs in {workdir})")
 
-        rounds = watch_rounds(api, market, task_id, trainer_procs, deadline=started + args.timeout)
-        for proc, account in zip(trainer_procs, trainers, strict=True):
+        test = LocalData(X_test.astype(np.float32), y_test.astype(np.int64))
+        store = HttpStore(api_url)
+        rounds = watch_rounds(
+            market,
+            store,
+            spec,
+            test,
+            task_id,
+            [*trainer_procs, *validator_procs],
+            deadline=started + args.timeout,
+        )
+        for proc, account in zip([*trainer_procs, *validator_procs], [*trainers, *validators], strict=True):
             remaining = max(1.0, started + args.timeout - time.monotonic())
             if proc.wait(remaining) != 0:
-                console.print(f"[yellow]trainer {account.address} exited with {proc.returncode}[/yellow]")
+                console.print(f"[yellow]{account.address} exited with {proc.returncode}[/yellow]")
 
+        earned, slashed, agreements = earnings(market, task_id)
+        claimed = {
+            e.args["account"]: e.args["amount"] for e in market.iter_events("RewardsClaimed", task_id=task_id)
+        }
         per_trainer = []
         for i, account in enumerate(trainers):
             summary_file = (
                 workdir / "trainer-state" / account.address.lower() / f"task-{task_id}" / "summary.json"
             )
             summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-            rewards = api.rewards(task_id, account.address)
             per_trainer.append({
                 "address": account.address,
                 "role": roles[i],
                 "samples": int(len(parts[i])),
                 "stake": MIN_STAKE / ONE_TOKEN,
                 "stake_returned": summary.get("stake_returned", 0) / ONE_TOKEN,
-                "earned": int(rewards["cumulative"]) / ONE_TOKEN,
-                "claimed": market.claimed(task_id, account.address) / ONE_TOKEN,
+                "earned": earned["trainer"].get(account.address, 0) / ONE_TOKEN,
+                "claimed": summary.get("claimed", 0) / ONE_TOKEN,
+                "slashed": slashed["trainer"].get(account.address, 0) / ONE_TOKEN,
                 "gas": summary.get("gas_used", 0),
                 "epsilon": summary.get("epsilon"),
             })  # fmt: skip
+        per_validator = [
+            {
+                "address": account.address,
+                "role": validator_roles[i],
+                "stake": MIN_STAKE / ONE_TOKEN,
+                "earned": earned["validator"].get(account.address, 0) / ONE_TOKEN,
+                "slashed": slashed["validator"].get(account.address, 0) / ONE_TOKEN,
+                "agreement": (
+                    sum(agreements[account.address]) / len(agreements[account.address]) / SCALE
+                    if agreements.get(account.address) else None
+                ),
+            }
+            for i, account in enumerate(validators)
+        ]  # fmt: skip
+        total_claimed = sum(claimed.values()) / ONE_TOKEN
+        honest_validators = [
+            v.address for v, role in zip(validators, validator_roles, strict=True) if "bad" not in role
+        ]
+        guarantee = median_guarantee(market, task_id, honest_validators)
+
+        verify = subprocess.run(
+            [sys.executable, "-m", "fedmarket.cli", "verify", str(task_id), "--rpc-url", anvil.url,
+             "--deployment", str(deployment_file), "--store", api_url],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        (workdir / "verify.log").write_text(verify.stdout + verify.stderr)
+        console.print(verify.stdout.rstrip())
 
         union = LocalData(X_train.astype(np.float32), y_train.astype(np.int64))
-        validation = LocalData(X_val.astype(np.float32), y_val.astype(np.int64))
         baseline = centralized_accuracy(
-            spec, union, validation, epochs=args.rounds * args.local_epochs, seed=args.seed
+            spec, union, test, epochs=args.rounds * args.local_epochs, seed=args.seed
         )
         report = {
             "task_id": task_id,
             "dataset": args.dataset,
             "attacker": args.attacker,
+            "bad_validator": args.bad_validator,
             "rounds": rounds,
             "trainers": per_trainer,
+            "validators": per_validator,
+            "claimed": total_claimed,
+            "verify_exit_code": verify.returncode,
+            "median_guarantee": guarantee,
             "centralized_accuracy": baseline,
             "federated_accuracy": rounds[-1]["accuracy"] if rounds else None,
             "owner_refund": sum(
@@ -222,50 +323,137 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     return report
 
 
+def earnings(market: MarketClient, task_id: int) -> tuple[dict, dict, dict]:
+    """Per role and account, from the chain's events: earned, slashed, and per-round agreements."""
+    earned: dict[str, dict[str, int]] = {"trainer": {}, "validator": {}}
+    slashed: dict[str, dict[str, int]] = {"trainer": {}, "validator": {}}
+    agreements: dict[str, list[int]] = {}
+    for event in market.iter_events(task_id=task_id):
+        args = event.args
+        if event.name == "TrainerSettled":
+            earned["trainer"][args["trainer"]] = earned["trainer"].get(args["trainer"], 0) + args["payout"]
+        elif event.name == "ValidatorSettled":
+            earned["validator"][args["validator"]] = (
+                earned["validator"].get(args["validator"], 0) + args["payout"]
+            )
+            agreements.setdefault(args["validator"], []).append(args["agreement"])
+        elif event.name == "TrainerSlashed":
+            slashed["trainer"][args["trainer"]] = slashed["trainer"].get(args["trainer"], 0) + args["amount"]
+        elif event.name == "ValidatorSlashed":
+            slashed["validator"][args["validator"]] = (
+                slashed["validator"].get(args["validator"], 0) + args["amount"]
+            )
+    return earned, slashed, agreements
+
+
+def median_guarantee(market: MarketClient, task_id: int, honest: Sequence[str]) -> dict:
+    """Whether every scored update's consensus stayed within the honest validators' normalized
+    scores for it, in every round (what the stake-weighted median promises against a minority)."""
+    breaches = []
+    checked = 0
+    for round_no in range(1, market.task(task_id).current_round + 1):
+        ledger = read_round(market, task_id, round_no)
+        if not ledger.settled_trainers:
+            continue
+        validators = ledger.validators
+        vectors = [ledger.score_reveals[v] for v in validators]
+        normalized = normalized_scores(trainers=ledger.trainers, validators=validators, scores=vectors)
+        for i, trainer in enumerate(ledger.trainers):
+            settled = ledger.settled_trainers[trainer]
+            if settled.outcome not in (Outcome.ACCEPTED, Outcome.WORTHLESS):
+                continue
+            views = [
+                normalized[v][i] for v, validator in enumerate(validators)
+                if validator in honest and vectors[v][i] != UNAVAILABLE and validator != trainer
+            ]  # fmt: skip
+            if not views:
+                continue
+            checked += 1
+            if not min(views) <= settled.consensus <= max(views):
+                breaches.append({"round": round_no, "trainer": trainer, "consensus": settled.consensus})
+    return {"updates_checked": checked, "held": not breaches, "breaches": breaches}
+
+
 def watch_rounds(
-    api: CoordinatorClient, market: MarketClient, task_id: int, procs, *, deadline: float
+    market: MarketClient,
+    store: HttpStore,
+    spec: TaskSpec,
+    test: LocalData,
+    task_id: int,
+    procs,
+    *,
+    deadline: float,
 ) -> list[dict]:
-    """Prints each round as the coordinator settles it; returns the rounds once the task ended."""
+    """Prints each round once settled: accuracy of its published model on the demo's test split,
+    and the contract's outcomes. Returns the rounds once the task ended and its last model is out."""
     seen: dict[int, dict] = {}
     last = time.monotonic()
+    model = build_model(spec)
     console.print(f"{'round':>5} {'accuracy':>9} {'loss':>8} {'accepted':>9} {'rejected':>9} {'seconds':>8}")
     while True:
-        for item in api.task(task_id)["rounds"]:
-            if item["status"] in ("finalized", "aborted") and item["round"] not in seen:
-                metrics = item["metrics"] or {}
-                now = time.monotonic()
-                row = {
-                    "round": item["round"],
-                    "accuracy": metrics.get("accuracy"),
-                    "loss": metrics.get("loss"),
-                    "accepted": metrics.get("accepted", 0),
-                    "rejected": metrics.get("rejected", 0),
-                    "seconds": round(now - last, 2),
-                }
-                last = now
-                seen[item["round"]] = row
-                acc = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else item["status"]
-                loss = f"{row['loss']:.4f}" if row["loss"] is not None else "-"
-                console.print(
-                    f"{row['round']:>5} {acc:>9} {loss:>8} {row['accepted']:>9} {row['rejected']:>9} {row['seconds']:>8}"
-                )
-        if market.task(task_id).status != TaskStatus.OPEN and len(seen) >= market.task(task_id).current_round:
+        info = market.task(task_id)
+        for round_no in range(1, info.current_round + 1):
+            if round_no in seen:
+                continue
+            round_info = market.round(task_id, round_no)
+            if not round_info.closed or (not round_info.aborted and not round_info.model_published):
+                continue
+            outcomes = [
+                e.args["outcome"] for e in market.iter_events("TrainerSettled", task_id=task_id)
+                if e.args["round"] == round_no
+            ]  # fmt: skip
+            accuracy = loss = None
+            if round_info.model_published:
+                model.load_state_dict(fetch_model(store, spec, round_info.new_model_hash))
+                result = evaluate(model, test)
+                accuracy, loss = result.accuracy, result.loss
+            now = time.monotonic()
+            row = {
+                "round": round_no, "status": "aborted" if round_info.aborted else "finalized",
+                "accuracy": accuracy, "loss": loss,
+                "accepted": sum(1 for o in outcomes if o == Outcome.ACCEPTED),
+                "rejected": sum(1 for o in outcomes if o == Outcome.REJECTED),
+                "seconds": round(now - last, 2), "model_cid": cid_from_digest(round_info.new_model_hash)
+                if round_info.model_published else None,
+            }  # fmt: skip
+            last = now
+            seen[round_no] = row
+            acc = f"{accuracy:.4f}" if accuracy is not None else row["status"]
+            shown_loss = f"{loss:.4f}" if loss is not None else "-"
+            console.print(
+                f"{round_no:>5} {acc:>9} {shown_loss:>8} {row['accepted']:>9} {row['rejected']:>9} {row['seconds']:>8}"
+            )
+        if info.status != TaskStatus.OPEN and len(seen) >= info.current_round:
             return [seen[k] for k in sorted(seen)]
         if time.monotonic() > deadline:
             raise TimeoutError("the demo ran past --timeout; see the logs in the work dir")
-        if all(p.poll() is not None for p in procs) and market.task(task_id).status == TaskStatus.OPEN:
-            raise RuntimeError("every trainer process exited while the task is still open; see trainer logs")
+        if all(p.poll() is not None for p in procs) and info.status == TaskStatus.OPEN:
+            raise RuntimeError("every node process exited while the task is still open; see their logs")
         time.sleep(0.5)
 
 
 def print_report(report: dict) -> None:
     table = Table(title="trainers")
-    for column in ("address", "role", "samples", "stake", "earned", "claimed", "gas"):
+    for column in ("address", "role", "samples", "stake", "earned", "claimed", "slashed", "gas"):
         table.add_column(column, justify="right" if column not in ("address", "role") else "left")
     for t in report["trainers"]:
         table.add_row(t["address"], t["role"], str(t["samples"]), f"{t['stake']:.0f}", f"{t['earned']:.2f}",
-                      f"{t['claimed']:.2f}", f"{t['gas']:,}")  # fmt: skip
+                      f"{t['claimed']:.2f}", f"{t['slashed']:.2f}", f"{t['gas']:,}")  # fmt: skip
     console.print(table)
+    validators = Table(title="validators")
+    for column in ("address", "role", "stake", "agreement", "earned", "slashed"):
+        validators.add_column(column, justify="right" if column not in ("address", "role") else "left")
+    for v in report["validators"]:
+        agreement = f"{v['agreement']:.3f}" if v["agreement"] is not None else "-"
+        validators.add_row(v["address"], v["role"], f"{v['stake']:.0f}", agreement, f"{v['earned']:.2f}",
+                           f"{v['slashed']:.2f}")  # fmt: skip
+    console.print(validators)
+    console.print(f"fedmarket verify exited with {report['verify_exit_code']}")
+    guarantee = report["median_guarantee"]
+    console.print(
+        f"consensus within the honest validators' scores for all {guarantee['updates_checked']} scored updates: "
+        + ("yes" if guarantee["held"] else f"[red]no: {guarantee['breaches']}[/red]")
+    )
     console.print(
         f"federated accuracy {report['federated_accuracy']:.4f} vs centralized {report['centralized_accuracy']:.4f}; "
         f"market now holds {report['market_balance']:.2f} FMT; wall time {report['wall_seconds']} s"

@@ -4,9 +4,11 @@
 
 The owner's key signs the EIP-712 task terms and the EIP-2612 permit for the reward pool here,
 on the owner's machine; only signatures go to the coordinator, which relays the transaction (the
-owner needs tokens, no gas). 20% of the data set stays with the owner as the private validation
-split and is uploaded with an owner-signed request; `--shards N` writes the rest as N label-skewed
-NPZ files that trainer nodes can use (`fedmarket-trainer run TASK --data data/trainer-0.npz`).
+owner needs tokens, no gas). 20% of the data set stays with the owner as its held-out split,
+written to `<shard-dir>/validator-owner.npz` for the owner's own validator (`fedmarket-validator
+run TASK --data data/validator-owner.npz --key <owner key>`; it never leaves the owner's machine);
+`--shards N` writes the rest as N label-skewed NPZ files that trainer nodes can use
+(`fedmarket-trainer run TASK --data data/trainer-0.npz`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-trainers", type=int, default=2)
     parser.add_argument("--max-trainers", type=int, default=10)
     parser.add_argument("--pool", type=int, default=1000, help="reward pool in whole tokens")
-    parser.add_argument("--stake", type=int, default=10, help="trainer stake in whole tokens")
+    parser.add_argument("--stake", type=int, default=10, help="trainer and validator stake in whole tokens")
+    parser.add_argument("--min-validators", type=int, default=1, help="score vectors a round needs")
+    parser.add_argument("--max-validators", type=int, default=5)
     parser.add_argument("--shards", type=int, default=0, help="also write N trainer data shards")
     parser.add_argument("--shard-dir", type=Path, default=Path("data"))
     parser.add_argument(
@@ -84,12 +88,13 @@ def main(argv=None) -> int:
             spec_hash=spec.spec_hash(), coordinator=coordinator_address, rounds=args.rounds,
             min_trainers=args.min_trainers, max_trainers=args.max_trainers, slash_bps=5000,
             commit_window=120, reveal_window=60, reward_pool=args.pool * ONE_TOKEN, min_stake=args.stake * ONE_TOKEN,
+            min_validators=args.min_validators, max_validators=args.max_validators, validator_share_bps=1_000,
+            score_window=120, score_reveal_window=60, min_validator_stake=args.stake * ONE_TOKEN,
         )  # fmt: skip
         posted = api.post_task(spec=spec, terms=terms, owner_key=args.owner_key, market=market)
-        api.upload_validation_data(posted["task_id"], X_val, y_val, owner_key=args.owner_key, market=market)
-    print(
-        f"task {posted['task_id']} posted (spec {posted['spec_cid']}, tx {posted['tx_hash']}); validation split uploaded"
-    )
+    held_out = save_npz(args.shard_dir / "validator-owner.npz", X_val, y_val)
+    print(f"task {posted['task_id']} posted (spec {posted['spec_cid']}, tx {posted['tx_hash']})")
+    print(f"the owner's held-out split for its validator: {held_out} ({len(y_val)} samples)")
     if args.shards:
         parts = dirichlet_split(y_train, parts=args.shards, alpha=0.5, seed=args.seed, min_size=20)
         for i, part in enumerate(parts):

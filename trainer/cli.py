@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
@@ -27,8 +28,10 @@ from rich.table import Table
 
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient, CoordinatorError
+from fedmarket.consensus import SCALE
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.learning import load_local_data
+from fedmarket.ledger import read_round
 from fedmarket.protocol import TaskStatus
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
@@ -71,17 +74,19 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _account(key: str | None):
+def _account(key: str | None, role: str = "trainer"):
     if not key:
-        fail("no trainer key: pass --key 0x... or set FEDMARKET_TRAINER_KEY")
+        fail(f"no {role} key: pass --key 0x... or set FEDMARKET_{role.upper()}_KEY")
     try:
         return Account.from_key(key)
     except Exception:  # eth-account raises several types for a malformed key
-        fail("the trainer key is not a valid private key (expected 32 bytes of 0x-hex)")
+        fail(f"the {role} key is not a valid private key (expected 32 bytes of 0x-hex)")
 
 
-def _chain(rpc_url: str, deployment: Path, key: str | None = None, *, need_key: bool = True) -> MarketClient:
-    account = _account(key) if need_key or key else None
+def _chain(
+    rpc_url: str, deployment: Path, key: str | None = None, *, need_key: bool = True, role: str = "trainer"
+) -> MarketClient:
+    account = _account(key, role) if need_key or key else None
     try:
         client = MarketClient.connect(rpc_url, deployment)
     except (
@@ -151,12 +156,13 @@ def run(
     coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
     poll: Annotated[float, typer.Option(help="seconds between chain polls")] = 0.5,
     attacker: Annotated[str | None, typer.Option(help=f"demo only: misbehave ({', '.join(ATTACKS)})", hidden=True)] = None,
+    seed: Annotated[int | None, typer.Option(help="demo only: reproducible training", hidden=True)] = None,
 ) -> None:  # fmt: skip
     """Join if needed, then train every round until the task ends; claim at the end."""
     with RunDisplay() as display:
         node = _node(
             task_id, key, rpc_url, deployment, coordinator, state_dir, data=data, poll=poll, attacker=attacker,
-            on_event=display.on_event,
+            on_event=display.on_event, seed=seed,
         )  # fmt: skip
         summary = _guard(node.run)
     node.state.write_summary(summary)
@@ -173,38 +179,34 @@ def run(
 @app.command()
 def status(
     task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
-    coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
+    state_dir: StateOpt = DEFAULT_STATE,
 ) -> None:  # fmt: skip
-    """Rounds taken part in, scores, earned, claimed, stake, privacy spent."""
+    """Rounds taken part in, the consensus on each update, earned, claimable, stake, privacy spent."""
     chain = _chain(rpc_url, deployment, key)
     info = _existing_task(chain, task_id)
     me = chain.signer
     trainer = chain.trainer(task_id, me)
-    table = Table("round", "revealed", "accepted", "reason", "score", "payout", "epsilon")
+    table = Table("round", "revealed", "outcome", "consensus", "payout", "epsilon")
     epsilon_total = 0.0
-    with CoordinatorClient(coordinator) as api:
-        for saved in StateDir(state_dir, task_id, me).all_rounds():
-            verdict: dict[str, Any]
-            try:
-                verdict = next(
-                    (s for s in api.round(task_id, saved.round)["submissions"] if s["trainer"] == me), {}
-                )
-            except CoordinatorError:
-                verdict = {}  # round not indexed yet: show what the node knows
-            epsilon_total += saved.epsilon or 0.0
-            table.add_row(
-                str(saved.round), "yes" if saved.revealed else "no", str(verdict.get("accepted", "-")),
-                verdict.get("reason") or "", f"{verdict['score']:.4f}" if verdict.get("score") is not None else "-",
-                tokens(int(verdict["payout"])) if verdict.get("payout") else "-",
-                f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
-            )  # fmt: skip
-        rewards = _guard(lambda: api.rewards(task_id, me))
+    for saved in StateDir(state_dir, task_id, me).all_rounds():
+        settled = read_round(chain, task_id, saved.round).settled_trainers.get(me)
+        epsilon_total += saved.epsilon or 0.0
+        table.add_row(
+            str(saved.round), "yes" if saved.revealed else "no", settled.outcome.name.lower() if settled else "-",
+            f"{settled.consensus / SCALE:.4f}" if settled else "-", tokens(settled.payout) if settled else "-",
+            f"{saved.epsilon:.2f}" if saved.epsilon is not None else "-",
+        )  # fmt: skip
+    earned = sum(
+        e.args["payout"]
+        for e in chain.iter_events("TrainerSettled", task_id=task_id)
+        if e.args["trainer"] == me
+    )
     console.print(table)
     console.print(
         f"task {task_id} ({info.status.name.lower()}, round {info.current_round}/{info.terms.rounds}, "
         f"phase {chain.phase(task_id).name.lower()}): stake {tokens(trainer.stake)} FMT"
-        f"{'' if trainer.joined else ' (not joined)'}, earned {tokens(int(rewards['cumulative']))} FMT, "
-        f"claimed {tokens(chain.claimed(task_id, me))} FMT"
+        f"{'' if trainer.joined else ' (not joined)'}, earned {tokens(earned)} FMT, "
+        f"claimable {tokens(trainer.claimable)} FMT"
         + (f", privacy spent epsilon {epsilon_total:.2f}" if epsilon_total else "")
     )
 
@@ -214,22 +216,33 @@ def claim(
     task_id: int, key: KeyOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
     coordinator: CoordinatorOpt = DEFAULT_COORDINATOR, state_dir: StateOpt = DEFAULT_STATE,
 ) -> None:  # fmt: skip
-    """Fetch the Merkle proof from the coordinator and claim what you earned."""
+    """Claim what the contract credited you in the task (no coordinator needed)."""
     node = _node(task_id, key, rpc_url, deployment, coordinator, state_dir, data=None)
     amount = _guard(node.claim)
     console.print(f"claimed {tokens(amount)} FMT" if amount else "nothing to claim")
 
 
 def _node(
-    task_id, key, rpc_url, deployment, coordinator, state_dir, *, data, poll=0.5, attacker=None, on_event=None
+    task_id,
+    key,
+    rpc_url,
+    deployment,
+    coordinator,
+    state_dir,
+    *,
+    data,
+    poll=0.5,
+    attacker=None,
+    on_event=None,
+    seed=None,
 ) -> TrainerNode:
     chain = _chain(rpc_url, deployment, key)
     _existing_task(chain, task_id)
     api = CoordinatorClient(coordinator)
     node = TrainerNode(
         task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
-        state_root=state_dir, poll_interval=poll, on_event=on_event or _print_event,
-        transform_update=attack(attacker, seed=task_id) if attacker else None,
+        state_root=state_dir, poll_interval=poll, on_event=on_event or event_printer(EVENT_LINES),
+        transform_update=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
     )  # fmt: skip
     if data is not None:
         spec = _guard(node.spec)
@@ -290,33 +303,47 @@ class RunDisplay:
                 description=f"round {round_no}: training, loss {info['loss']:.4f}",
             )
         if kind != "phase":
-            _print_event(kind, info)
+            event_printer(EVENT_LINES)(kind, info)
 
 
-# One line per node event; the node's event fields fill the template.
+# One line per node event; the node's event fields fill the template. These are the events every
+# node emits (trainer/round_node.py); each CLI adds its own.
+NODE_EVENT_LINES = {
+    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
+    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
+    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
+}
 EVENT_LINES = {
+    **NODE_EVENT_LINES,
     "epoch": lambda i: f"  round {i['round']}: epoch {i['epoch']} loss {i['loss']:.4f}",
     "training": lambda i: f"round {i['round']}: training {i['epochs']} local epoch(s)",
     "committed": lambda i: f"round {i['round']}: committed",
     "revealed": lambda i: f"round {i['round']}: uploaded {i['cid'][:20]}... and revealed",
-    "missed": lambda i: f"[yellow]round {i['round']}: missed ({i['reason']})[/yellow]",
     "joined": lambda i: f"joined, staked {tokens(i['stake'])} FMT",
     "ejected": lambda i: f"[red]rejected and slashed in round {i['round']}: no longer in the task[/red]",
-    "claimed": lambda i: f"[green]claimed {tokens(i['amount'])} FMT[/green]",
-    "stake_withdrawn": lambda i: f"stake returned: {tokens(i['amount'])} FMT",
 }
 
 
-def _print_event(kind: str, info: dict) -> None:
-    if kind in EVENT_LINES:
-        console.print(EVENT_LINES[kind](info))
+def event_printer(lines: dict) -> Callable[[str, dict], None]:
+    """A node's event sink that prints the events `lines` has a template for."""
+
+    def print_event(kind: str, info: dict) -> None:
+        if kind in lines:
+            console.print(lines[kind](info))
+
+    return print_event
 
 
-def main() -> None:
+def run_app(cli: typer.Typer) -> None:
+    """A node CLI's entry point."""
     logging.basicConfig(level=logging.WARNING)
     # Small models train fastest on one thread, and several nodes may share a host.
     torch.set_num_threads(int(os.environ.get("FEDMARKET_TORCH_THREADS", "1")))
-    app()
+    cli()
+
+
+def main() -> None:
+    run_app(app)
 
 
 if __name__ == "__main__":

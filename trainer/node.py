@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from fedmarket.chain import MarketClient
+from fedmarket.chain import MarketClient, TrainerInfo
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
 from fedmarket.errors import ContractRevert, FedmarketError
@@ -27,12 +25,12 @@ from fedmarket.files import atomic_write
 from fedmarket.learning import LocalData, train
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment
-from fedmarket.rounds import DeltaRewrite, fetch_model, fetch_spec, prepare_update
+from fedmarket.rounds import DeltaRewrite, fetch_model, prepare_update
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
+from trainer.round_node import EventSink, RoundNode, RoundSummary
 
 log = logging.getLogger("fedmarket.trainer")
-EventSink = Callable[[str, dict], None]
 
 
 class NodeError(FedmarketError):
@@ -55,14 +53,8 @@ class RoundState:
 
 
 @dataclass
-class NodeSummary:
-    rounds_committed: list[int] = field(default_factory=list)
-    rounds_revealed: list[int] = field(default_factory=list)
-    claimed: int = 0
-    stake_returned: int = 0
-    gas_used: int = 0
-    epsilon: float | None = None
-    ejected: bool = False  # rejected (slashed) and removed from the task by the coordinator
+class NodeSummary(RoundSummary):
+    epsilon: float | None = None  # the privacy spent over the rounds (basic composition)
 
 
 class StateDir:
@@ -99,7 +91,9 @@ class StateDir:
         return sorted(states, key=lambda state: state.round)
 
 
-class TrainerNode:
+class TrainerNode(RoundNode):
+    acts_in = (RoundPhase.COMMIT, RoundPhase.REVEAL)
+
     def __init__(
         self,
         *,
@@ -112,28 +106,24 @@ class TrainerNode:
         poll_interval: float = 0.5,
         on_event: EventSink | None = None,
         transform_update: DeltaRewrite | None = None,
+        train_seed: int | None = None,
     ) -> None:
-        self.task_id = task_id
-        self.chain = chain
+        super().__init__(
+            task_id=task_id, chain=chain, store=store, poll_interval=poll_interval, on_event=on_event
+        )
         self.coordinator = coordinator
-        self.store = store
         self.data = data
-        self.address = chain.signer  # a read-only client cannot train: ChainError here
         self.state = StateDir(state_root, task_id, self.address)
-        self.poll_interval = poll_interval
-        self._emit = on_event or (lambda kind, info: None)
         # A hook that rewrites the delta before encoding: how the demo plays an attacker.
         self._transform = transform_update
-        self.summary = NodeSummary()
-        self._spec: TaskSpec | None = None
-        self._last_phase: tuple[int, RoundPhase] | None = None
+        # Demo only: reproducible training (a seed per round derived from this); default random.
+        self._train_seed = train_seed
+        self.summary: NodeSummary = NodeSummary()
 
     # ------------------------------------------------------------------ set-up
 
-    def spec(self) -> TaskSpec:
-        if self._spec is None:
-            self._spec = fetch_spec(self.store, self.chain.task(self.task_id).terms.spec_hash)
-        return self._spec
+    def member(self) -> TrainerInfo:
+        return self.chain.trainer(self.task_id, self.address)
 
     def ensure_joined(self) -> None:
         info = self.chain.task(self.task_id)  # ContractRevert TaskMarketUnknownTask for a wrong id
@@ -154,38 +144,9 @@ class TrainerNode:
         self._track(self.chain.join(self.task_id, auto_approve=False))
         self._emit("joined", {"stake": info.terms.min_stake})
 
-    def _track(self, result) -> None:
-        if result is not None:
-            self.summary.gas_used += result.gas_used
+    # ------------------------------------------------------------------ a round
 
-    # ------------------------------------------------------------------ main loop
-
-    def run(self, *, claim: bool = True, stop: Callable[[], bool] = lambda: False) -> NodeSummary:
-        self.ensure_joined()
-        spec = self.spec()
-        while not stop():
-            info = self.chain.task(self.task_id)
-            if info.status != TaskStatus.OPEN:
-                break
-            if not self.chain.trainer(self.task_id, self.address).joined:
-                # Rejected and slashed: what was earned before stays claimable, the rest of the stake too.
-                self.summary.ejected = True
-                self._emit("ejected", {"round": info.current_round})
-                break
-            if not self.step(info.current_round, spec):
-                time.sleep(self.poll_interval)
-        if claim:
-            self.finish()
-        return self.summary
-
-    def step(self, round_no: int, spec: TaskSpec) -> bool:
-        """Does what the current phase calls for; False when there is nothing to do yet."""
-        phase = self.chain.phase(self.task_id)
-        if (round_no, phase) != self._last_phase:
-            self._last_phase = (round_no, phase)
-            self._emit("phase", {"round": round_no, "phase": phase.name.lower()})
-        if round_no == 0 or phase not in (RoundPhase.COMMIT, RoundPhase.REVEAL):
-            return False
+    def act(self, round_no: int, phase: RoundPhase, spec: TaskSpec) -> bool:
         saved = self.state.load(round_no)
         on_chain = self.chain.commitment(self.task_id, self.address)
         committed = on_chain.round_no == round_no
@@ -230,7 +191,7 @@ class TrainerNode:
         model.load_state_dict(global_state)
         self._emit("training", {"round": round_no, "epochs": spec.training.local_epochs})
         result = train(
-            model, self.data, spec.training, seed=secrets.randbits(63), privacy=spec.privacy,
+            model, self.data, spec.training, seed=self._seed_for(round_no), privacy=spec.privacy,
             on_epoch=lambda epoch, loss: self._emit("epoch", {"round": round_no, "epoch": epoch, "loss": loss}),
         )  # fmt: skip
         prepared = prepare_update(
@@ -247,6 +208,12 @@ class TrainerNode:
             self.summary.epsilon = (self.summary.epsilon or 0.0) + result.epsilon
         return state, update
 
+    def _seed_for(self, round_no: int) -> int:
+        if self._train_seed is None:
+            return secrets.randbits(63)
+        material = f"{self._train_seed}/{self.task_id}/{round_no}/{self.address.lower()}".encode()
+        return int.from_bytes(digest_of(material)[:8], "big") >> 1
+
     def _upload_and_reveal(self, state: RoundState, update: bytes) -> None:
         cid = self.store.put(update)
         if cid != cid_from_digest(bytes.fromhex(state.update_hash)):
@@ -260,37 +227,3 @@ class TrainerNode:
         self.state.save(state)
         self.summary.rounds_revealed.append(state.round)
         self._emit("revealed", {"round": state.round, "cid": cid})
-
-    # ------------------------------------------------------------------ the end
-
-    def finish(self) -> None:
-        """Claims every unclaimed reward and takes the stake back once the task has ended."""
-        self.claim()
-        info = self.chain.task(self.task_id)
-        trainer = self.chain.trainer(self.task_id, self.address)
-        if trainer.stake and (info.status != TaskStatus.OPEN or not trainer.joined):
-            self._track(self.chain.withdraw_stake(self.task_id))
-            self.summary.stake_returned = trainer.stake
-            self._emit("stake_withdrawn", {"amount": trainer.stake})
-
-    def claim(self) -> int:
-        rewards = self._rewards_when_indexed()
-        cumulative = int(rewards["cumulative"])
-        claimed = self.chain.claimed(self.task_id, self.address)
-        if cumulative <= claimed:
-            return 0
-        proof = [bytes.fromhex(p[2:]) for p in rewards["proof"]]
-        self._track(self.chain.claim(self.task_id, cumulative, proof))
-        self.summary.claimed += cumulative - claimed
-        self._emit("claimed", {"amount": cumulative - claimed})
-        return cumulative - claimed
-
-    def _rewards_when_indexed(self, timeout: float = 30.0) -> dict:
-        """The coordinator's proof for the current on-chain root (waits for its indexer)."""
-        root = "0x" + self.chain.task(self.task_id).rewards_root.hex()
-        deadline = time.monotonic() + timeout
-        while True:
-            rewards = self.coordinator.rewards(self.task_id, self.address)
-            if rewards.get("rewards_root", "0x" + "00" * 32) == root or time.monotonic() > deadline:
-                return rewards
-            time.sleep(self.poll_interval)

@@ -1,48 +1,45 @@
-"""Tasks: post one (relayed, owner-signed), upload its private validation split, and read
-its rounds and rewards."""
+"""Tasks: post one (relayed, owner-signed), and read its trainers, validators, rounds and the
+earnings of an account."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from eth_utils import is_address, keccak, to_checksum_address
-from fastapi import APIRouter, Header, Path, Query, Request
+from eth_utils import is_address, to_checksum_address
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 
 from backend.db import (
     ChainEventRow,
     EarningRow,
     RoundRow,
-    RoundState,
+    RoundValidatorRow,
     SubmissionRow,
     TaskRow,
     TaskState,
-    UsedSignatureRow,
+    ValidatorRow,
 )
 from backend.deps import ChainDep, DbDep, ServicesDep, StoreDep
 from backend.errors import ApiError, error_responses
 from backend.schemas import (
     CreateTaskRequest,
-    RewardsPublic,
+    EarningsPublic,
     RoundPublic,
     RoundSummary,
+    RoundValidatorPublic,
     SubmissionPublic,
     TaskCreated,
     TaskList,
     TaskPublic,
     TaskSummary,
-    ValidationStored,
+    TaskValidator,
     from_row,
-    octet_stream,
 )
-from fedmarket.auth import EXPIRY_HEADER, SIGNATURE_HEADER, recover_signer, validation_upload_message
 from fedmarket.chain import SignedTask
-from fedmarket.errors import ContractRevert, DataMismatchError, ModelBuildError, SpecError
+from fedmarket.errors import ContractRevert, ModelBuildError, SpecError
+from fedmarket.ledger import address_order
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase
-from fedmarket.report import RoundReport
 from fedmarket.spec import TaskSpec
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -103,101 +100,6 @@ def create_task(
     return TaskCreated(task_id=result.task_id, spec_cid=spec_cid, tx_hash=result.tx_hash)
 
 
-# The route reads the raw body itself (streamed, size-limited), so FastAPI cannot see it: declared here.
-VALIDATION_BODY = {
-    **octet_stream(
-        "An NPZ archive (numpy.savez, no pickles) with arrays X, shape (n, *input_shape), finite numbers, "
-        "and y, shape (n,), integer labels in [0, num_classes); signed by the task owner in the headers"
-    ),
-    "required": True,
-}
-
-
-@router.put(
-    "/{task_id}/validation-data", response_model=ValidationStored,
-    responses=error_responses(401, 403, 404, 409, 413, 422, 503),
-    openapi_extra={"requestBody": VALIDATION_BODY},
-    summary="Upload the owner's private validation split (NPZ: X, y)",
-)  # fmt: skip
-async def put_validation_data(
-    task_id: TaskId,
-    request: Request,
-    services: ServicesDep,
-    signature: Annotated[
-        str,
-        Header(alias=SIGNATURE_HEADER, description="the owner's EIP-191 signature of the upload statement"),
-    ],
-    expiry: Annotated[
-        int, Header(alias=EXPIRY_HEADER, description="chain time (unix seconds) the signature expires")
-    ],
-) -> ValidationStored:
-    settings = services.settings
-    limit = settings.max_validation_bytes
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(413, "ValidationDataTooLarge", f"validation data is over the {limit}-byte limit")
-    # The checks below talk to the chain and the database: off the event loop.
-    return await run_in_threadpool(
-        _store_validation, services, task_id, bytes(body), signature=signature, expiry=expiry
-    )
-
-
-def _store_validation(
-    services, task_id: int, body: bytes, *, signature: str, expiry: int
-) -> ValidationStored:
-    settings, chain, db = services.settings, services.chain, services.db
-    with db.session() as session:
-        task = session.get(TaskRow, task_id)
-        if task is None:
-            raise ApiError(404, "TaskNotFound", f"no task {task_id}")
-        owner, spec_cid = task.owner, task.spec_cid
-    now = chain.chain_time()
-    if expiry <= now:
-        raise ApiError(401, "SignatureExpired", f"the upload signature expired at {expiry}; sign again")
-    if expiry > now + settings.max_signature_age:
-        raise ApiError(401, "ExpiryTooFar", f"expiry may be at most {settings.max_signature_age} s ahead")
-    message = validation_upload_message(
-        chain_id=chain.deployment.chain_id,
-        market=chain.market_address,
-        task_id=task_id,
-        body=body,
-        expiry=expiry,
-    )
-    try:
-        signer = recover_signer(message, signature)
-    except Exception:  # eth-account raises several types for malformed signatures
-        raise ApiError(401, "InvalidSignature", f"{SIGNATURE_HEADER} is not a valid signature") from None
-    if signer != owner:
-        raise ApiError(403, "NotTaskOwner", f"signed by {signer}; only the task owner {owner} may upload")
-    # Keyed by the signed statement, not the signature's bytes: an ECDSA signature has other
-    # encodings that recover the same signer (v as 0/1, or s as n - s), each a different string.
-    signature_hash = "0x" + keccak(text=message).hex()
-    with db.session() as session:
-        if session.get(UsedSignatureRow, signature_hash) is not None:
-            raise ApiError(409, "SignatureReplayed", "this signature was already used; sign the upload again")
-    spec = TaskSpec.from_json(services.store.get(spec_cid))
-    try:
-        samples = len(services.validation.check(body, spec))
-    except DataMismatchError as exc:
-        raise ApiError(422, "InvalidValidationData", str(exc)) from None
-
-    with db.session() as session:
-        # Claiming the signature first makes two concurrent uploads of it race in the database,
-        # where exactly one wins; the file is written only by the winner, inside the transaction.
-        session.add(UsedSignatureRow(signature_hash=signature_hash, task_id=task_id))
-        try:
-            session.flush()
-        except IntegrityError:
-            raise ApiError(
-                409, "SignatureReplayed", "this signature was already used; sign the upload again"
-            ) from None
-        services.validation.write(task_id, body)
-        session.get(TaskRow, task_id).has_validation_data = True
-    return ValidationStored(task_id=task_id, samples=samples)
-
-
 # ---------------------------------------------------------------------- reading
 
 
@@ -237,9 +139,18 @@ def _joined_trainers(session, task_id: int) -> list[str]:
     return list(joined)
 
 
+def _joined_validators(session, task_id: int) -> list[TaskValidator]:
+    rows = session.scalars(
+        select(ValidatorRow)
+        .where(ValidatorRow.task_id == task_id, ValidatorRow.joined.is_(True))
+        .order_by(ValidatorRow.joined_block, ValidatorRow.validator)
+    )
+    return [TaskValidator.model_validate(row) for row in rows]
+
+
 @router.get(
     "/{task_id}", response_model=TaskPublic, responses=error_responses(404, 422, 503),
-    summary="A task: terms, trainers, current round and phase, metrics per round",
+    summary="A task: terms, trainers, validators, current round and phase, every round",
 )  # fmt: skip
 def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> TaskPublic:
     with db.session() as session:
@@ -247,14 +158,17 @@ def get_task(task_id: TaskId, db: DbDep, chain: ChainDep) -> TaskPublic:
         rounds = session.scalars(select(RoundRow).where(RoundRow.task_id == task_id).order_by(RoundRow.round))
         history = [RoundSummary.model_validate(r) for r in rounds]
         trainers = _joined_trainers(session, task_id)
+        validators = _joined_validators(session, task_id)
     # The chain is asked after the session is closed: a slow node never holds a database connection.
     phase = chain.phase(task_id) if task.status == TaskState.OPEN else RoundPhase.NONE
-    return from_row(TaskPublic, task, trainers=trainers, phase=phase.name.lower(), rounds=history)
+    return from_row(
+        TaskPublic, task, trainers=trainers, validators=validators, phase=phase.name.lower(), rounds=history
+    )
 
 
 @router.get(
     "/{task_id}/rounds/{round_no}", response_model=RoundPublic, responses=error_responses(404, 422),
-    summary="One round: commits, reveals, verdicts, payouts, tx hashes",
+    summary="One round: deadlines, commits, reveals, scores, consensus, payouts, slashes, tx hashes",
 )  # fmt: skip
 def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> RoundPublic:
     with db.session() as session:
@@ -265,46 +179,52 @@ def get_round(task_id: TaskId, round_no: RoundNo, db: DbDep) -> RoundPublic:
         submissions = session.scalars(
             select(SubmissionRow).where(SubmissionRow.task_id == task_id, SubmissionRow.round == round_no)
         )
+        validators = session.scalars(
+            select(RoundValidatorRow).where(
+                RoundValidatorRow.task_id == task_id, RoundValidatorRow.round == round_no
+            )
+        )
+        # Both lists in the contract's order: ascending addresses, as in every score vector.
         return from_row(
-            RoundPublic, row, submissions=[SubmissionPublic.model_validate(s) for s in submissions]
+            RoundPublic,
+            row,
+            submissions=[
+                SubmissionPublic.model_validate(s)
+                for s in sorted(submissions, key=lambda s: address_order(s.trainer))
+            ],
+            validators=[
+                RoundValidatorPublic.model_validate(v)
+                for v in sorted(validators, key=lambda v: address_order(v.validator))
+            ],
         )
 
 
-# Before the first finalized round there is no root: `round` and `rewards_root` are left out, not null.
 @router.get(
-    "/{task_id}/rewards/{address}", response_model=RewardsPublic, response_model_exclude_none=True,
-    responses=error_responses(404, 422, 503), summary="What an account earned and claimed, with its Merkle proof",
+    "/{task_id}/earnings/{address}", response_model=EarningsPublic, responses=error_responses(404, 422, 503),
+    summary="What an account earned in a task (as trainer and validator), claimed, and can claim now",
 )  # fmt: skip
-def get_rewards(
+def get_earnings(
     task_id: TaskId,
     address: Annotated[str, Path(description="the account, 0x-hex, any case")],
     db: DbDep,
-    store: StoreDep,
     chain: ChainDep,
-) -> RewardsPublic:
+) -> EarningsPublic:
     if not is_address(address):
         raise ApiError(422, "InvalidAddress", f"{address!r} is not a 0x-prefixed 20-byte address")
     account = to_checksum_address(address)
     with db.session() as session:
         _get_task(session, task_id)
-        latest = session.scalars(
-            select(RoundRow)
-            .where(RoundRow.task_id == task_id, RoundRow.status == RoundState.FINALIZED)
-            .order_by(RoundRow.round.desc())
-        ).first()
         earning = session.get(EarningRow, (task_id, account))
+        as_trainer = int(earning.as_trainer) if earning else 0
+        as_validator = int(earning.as_validator) if earning else 0
         claimed = int(earning.claimed) if earning else 0
-    if latest is None or latest.report_cid is None:
-        return RewardsPublic(task_id=task_id, account=account, cumulative="0", claimed=str(claimed), proof=[])
-    report = RoundReport.from_json(store.get(latest.report_cid))
-    tree = report.rewards_tree()
-    amount = report.cumulative.get(account, 0)
-    return RewardsPublic(
+    claimable = chain.claimable(task_id, account)
+    return EarningsPublic(
         task_id=task_id,
         account=account,
-        round=latest.round,
-        rewards_root="0x" + tree.root.hex(),
-        cumulative=str(amount),
-        claimed=str(max(claimed, chain.claimed(task_id, account))),
-        proof=["0x" + p.hex() for p in tree.proof(account)] if amount else [],
+        earned=str(as_trainer + as_validator),
+        earned_as_trainer=str(as_trainer),
+        earned_as_validator=str(as_validator),
+        claimed=str(claimed),
+        claimable=str(claimable),
     )

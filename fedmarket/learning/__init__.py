@@ -17,7 +17,15 @@ data by one rule (shapes, dtypes, label range, ``feature_scale``) and measure by
 
 from fedmarket.errors import DataMismatchError
 from fedmarket.learning.data import check_local_data, load_local_data, parse_npz
-from fedmarket.learning.training import EvalResult, LocalData, TrainResult, evaluate, make_optimizer, train
+from fedmarket.learning.training import (
+    EvalResult,
+    LocalData,
+    TrainResult,
+    evaluate,
+    make_optimizer,
+    sample_losses,
+    train,
+)
 
 __all__ = [
     "DataMismatchError",
@@ -29,5 +37,6 @@ __all__ = [
     "load_local_data",
     "make_optimizer",
     "parse_npz",
+    "sample_losses",
     "train",
 ]

@@ -11,6 +11,7 @@ the same machine, and the caller's global random state is left as it was.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedmarket.spec import PrivacySettings, TrainingSettings
 
-__all__ = ["EvalResult", "LocalData", "TrainResult", "evaluate", "make_optimizer", "train"]
+__all__ = ["EvalResult", "LocalData", "TrainResult", "evaluate", "make_optimizer", "sample_losses", "train"]
 
 
 @dataclass
@@ -39,6 +40,19 @@ class LocalData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def canonical_hash(self) -> bytes:
+        """sha256 of the samples in one fixed layout, whatever file they came from: what a
+        validator commits to at join (`dataHash`), so its split can never change unseen.
+        Layout: b"fedmarket-data-v1", the shape of X as little-endian uint64s, X as little-endian
+        float32, y as little-endian int64, all C order."""
+        features = np.ascontiguousarray(self.X, dtype="<f4")
+        labels = np.ascontiguousarray(self.y, dtype="<i8")
+        digest = hashlib.sha256(b"fedmarket-data-v1")
+        digest.update(np.asarray([features.ndim, *features.shape], dtype="<u8").tobytes())
+        digest.update(features.tobytes())
+        digest.update(labels.tobytes())
+        return digest.digest()
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``X`` as float32 and ``y`` as int64 tensors (sharing memory where the dtypes already fit)."""
@@ -216,29 +230,42 @@ def _run_epochs(
     return mean_loss
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: LocalData, *, batch_size: int = 1024) -> EvalResult:
     """Mean cross-entropy loss and accuracy of ``model`` on ``data``, in eval mode, without gradients.
 
     The model's training/eval mode is restored afterwards.
     """
+    losses, correct = _per_sample(model, data, batch_size=batch_size)
+    return EvalResult(loss=float(losses.mean()), accuracy=float(correct.mean()))
+
+
+def sample_losses(model: nn.Module, data: LocalData, *, batch_size: int = 1024) -> np.ndarray:
+    """Each sample's cross-entropy (float64): what a validator needs to tell a real improvement
+    from noise (paired differences, see :mod:`fedmarket.scoring`)."""
+    return _per_sample(model, data, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def _per_sample(model: nn.Module, data: LocalData, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     if len(data) == 0:
         raise ValueError("no samples to evaluate on")
     device = _device_of(model)
     features, labels = data.tensors()
     was_training = model.training
     model.eval()
+    losses, correct = [], []
     try:
-        total_loss, correct = 0.0, 0
         for start in range(0, len(labels), batch_size):
             batch_x = features[start : start + batch_size].to(device)
             batch_y = labels[start : start + batch_size].to(device)
             logits = model(batch_x)
-            total_loss += float(nn.functional.cross_entropy(logits, batch_y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == batch_y).sum())
+            losses.append(
+                nn.functional.cross_entropy(logits, batch_y, reduction="none").double().cpu().numpy()
+            )
+            correct.append((logits.argmax(dim=1) == batch_y).cpu().numpy())
     finally:
         model.train(was_training)
-    return EvalResult(loss=total_loss / len(labels), accuracy=correct / len(labels))
+    return np.concatenate(losses), np.concatenate(correct)
 
 
 def _device_of(model: nn.Module) -> torch.device:

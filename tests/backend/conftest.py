@@ -1,9 +1,10 @@
 """Fixtures for the coordinator tests: a coordinator on a fresh market, tasks posted through its
-API, and scripted trainers (helpers in ``coordinator_harness.py``).
+API, scripted trainers and scripted validators (helpers in ``testkit/coordinator.py``).
 
 Everything is real: the session Anvil, the compiled contracts, the coordinator's directory store
-and SQLite database under the test's ``tmp_path``. Nothing runs in the background: tests step
-the orchestrator and the indexer themselves, so every test is deterministic.
+and SQLite database under the test's ``tmp_path``, the validators' scoring rule on digits.
+Nothing runs in the background: tests step the orchestrator and the indexer themselves, so every
+test is deterministic.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from fedmarket.chain import MarketClient
 from fedmarket.client import CoordinatorClient
 from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.devnet import dev_accounts
 from fedmarket.learning import LocalData
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
@@ -28,17 +31,36 @@ from testkit.coordinator import (
     Digits,
     PostedTask,
     ScriptedTrainer,
+    ScriptedValidator,
     digits_spec,
     task_terms,
 )
-from testkit.market import coordinator_settings
+from testkit.market import MarketEnv, coordinator_settings, market_env
+
+VALIDATOR_COUNT = 5
+VALIDATION_PARTS = 4  # the held-out pool is cut in this many validator splits
 
 
 @pytest.fixture(scope="session")
 def digits() -> Digits:
     X, y = load_dataset("digits")
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=0)
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.3, seed=0)
     return Digits(LocalData(X_train, y_train), LocalData(X_val, y_val))
+
+
+@pytest.fixture(scope="session")
+def validators(accounts) -> list[LocalAccount]:
+    """Accounts of their own for validators, after the session's roles (`accounts` holds 16)."""
+    return dev_accounts(len(accounts) + VALIDATOR_COUNT)[len(accounts) :]
+
+
+@pytest.fixture
+def fresh_market(anvil, artifacts, deployer, owner, outsider, trainers, validators, tmp_path) -> MarketEnv:
+    """The session conftest's fresh market, with the validators funded too."""
+    recipients = [owner.address, outsider.address, *(a.address for a in (*trainers, *validators))]
+    return market_env(
+        anvil.url, tmp_path / "deployments", artifacts=artifacts, deployer=deployer, recipients=recipients
+    )
 
 
 @pytest.fixture
@@ -73,27 +95,16 @@ def coordinator_app(start_coordinator) -> Coordinator:
 
 
 @pytest.fixture
-def post_task(owner, digits) -> Callable[..., PostedTask]:
-    """``post_task(coordinator, spec=None, validation=True, **term_overrides)``: posts a digits task
-    through the coordinator's API, signed in the test by the `owner` fixture, and uploads the
-    owner's validation split unless ``validation=False``."""
+def post_task(owner) -> Callable[..., PostedTask]:
+    """``post_task(coordinator, spec=None, **term_overrides)``: posts a digits task through the
+    coordinator's API, signed in the test by the `owner` fixture."""
 
-    def post(
-        coordinator: Coordinator, *, spec: TaskSpec | None = None, validation: bool = True, **terms
-    ) -> PostedTask:
+    def post(coordinator: Coordinator, *, spec: TaskSpec | None = None, **terms) -> PostedTask:
         spec = spec or digits_spec()
         signed_terms = task_terms(spec, coordinator.address, **terms)
         posted = coordinator.api.post_task(
             spec=spec, terms=signed_terms, owner_key=owner.key, market=coordinator.market
         )
-        if validation:
-            coordinator.api.upload_validation_data(
-                posted["task_id"],
-                digits.validation.X,
-                digits.validation.y,
-                owner_key=owner.key,
-                market=coordinator.market,
-            )
         return PostedTask(posted["task_id"], spec, signed_terms, posted["spec_cid"])
 
     return post
@@ -101,7 +112,8 @@ def post_task(owner, digits) -> Callable[..., PostedTask]:
 
 @pytest.fixture
 def posted_task(coordinator_app, post_task) -> PostedTask:
-    """A one-round digits task, quorum 2, posted through the default coordinator's API."""
+    """A one-round digits task, quorums of 2 trainers and 2 validators, posted through the
+    default coordinator's API."""
     return post_task(coordinator_app)
 
 
@@ -109,14 +121,38 @@ def posted_task(coordinator_app, post_task) -> PostedTask:
 def make_trainer(trainers, digits) -> Callable[..., ScriptedTrainer]:
     """``make_trainer(coordinator, index, data=None, **kwargs)``: the `index`-th funded trainer
     account as a :class:`ScriptedTrainer` storing blobs through the coordinator's API; its data
-    defaults to 200 digits samples of its own."""
+    defaults to the digits of its own classes (:meth:`Digits.skewed`)."""
 
     def make(
         coordinator: Coordinator, index: int, *, data: LocalData | None = None, **kwargs
     ) -> ScriptedTrainer:
-        data = data if data is not None else digits.share(200 * index, 200 * (index + 1))
+        data = data if data is not None else digits.iid(index)
         return ScriptedTrainer(
             trainers[index], coordinator.market, coordinator.store_client, data, seed=index, **kwargs
         )
+
+    return make
+
+
+@pytest.fixture
+def make_validator(validators, digits) -> Callable[..., ScriptedValidator]:
+    """``make_validator(coordinator, index, data=None, account=None, **kwargs)``: the `index`-th
+    validator account (or `account`) as a :class:`ScriptedValidator` reading blobs through the
+    coordinator's API; its data defaults to its own quarter of the held-out digits (indices 0 to
+    3; index 4 holds all of them)."""
+
+    def make(
+        coordinator: Coordinator,
+        index: int,
+        *,
+        data: LocalData | None = None,
+        account: LocalAccount | None = None,
+        **kwargs,
+    ) -> ScriptedValidator:
+        if data is None:
+            parts = VALIDATION_PARTS
+            data = digits.validation_share(index, parts) if index < parts else digits.validation
+        account = account or validators[index]
+        return ScriptedValidator(account, coordinator.market, coordinator.store_client, data, **kwargs)
 
     return make

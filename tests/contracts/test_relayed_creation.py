@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
-from testkit.contracts import POOL, error_args, events, reverts
 
 from fedmarket.protocol import (
     PermitSignature,
@@ -16,6 +15,7 @@ from fedmarket.protocol import (
     sign_permit,
     sign_task_terms,
 )
+from testkit.contracts import POOL, error_args, events, reverts
 
 TOKEN_NAME = "FedMarket Token"
 
@@ -112,6 +112,12 @@ def test_create_task_for_by_relayer_posts_owners_task_funded_by_permit(
         {"min_trainers": 1},
         {"reveal_window": 1},
         {"spec_hash": b"\x07" * 32},
+        {"min_validators": 2},
+        {"max_validators": 3},
+        {"validator_share_bps": 0},
+        {"score_window": 1},
+        {"score_reveal_window": 1},
+        {"min_validator_stake": 1},
     ],
     ids=lambda d: next(iter(d)),
 )
@@ -187,7 +193,11 @@ def test_expired_deadline_reverts_signature_expired(driver, market_chain, relay,
 
 
 def test_hash_task_terms_equals_python_eip712_digest(driver, market_chain, owner):
-    terms = driver.terms(rounds=7, slash_bps=123, commit_window=77, reveal_window=88, min_stake=5)
+    terms = driver.terms(
+        rounds=7, slash_bps=123, commit_window=77, reveal_window=88, min_stake=5, min_validators=2,
+        max_validators=9, validator_share_bps=4_321, score_window=99, score_reveal_window=111,
+        min_validator_stake=2**90 + 3,
+    )  # fmt: skip
     for nonce, deadline in [(0, 1), (3, 2**40), (2**200, 2**256 - 1)]:
         typed = create_task_typed_data(
             terms, owner=owner.address, nonce=nonce, deadline=deadline,
@@ -209,8 +219,13 @@ def test_permit_front_run_by_someone_else_is_tolerated(driver, market_chain, rel
     market_chain.tx(
         outsider,
         market_chain.token.functions.permit(
-            owner.address, market_chain.market.address,
-            permit.value, permit.deadline, permit.v, permit.r, permit.s,
+            owner.address,
+            market_chain.market.address,
+            permit.value,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
         ),
     )
     receipt = relay.relay(terms, deadline=deadline, signature=signature, permit=permit)

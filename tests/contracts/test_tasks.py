@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import pytest
-from testkit.contracts import POOL, SPEC_HASH, STAKE, error_args, events, reverts
 from web3 import Web3
 from web3.logs import DISCARD
 
+from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, UNAVAILABLE
 from fedmarket.deploy import DEFAULT_SETTLEMENT_GRACE
 from fedmarket.protocol import RoundPhase, TaskStatus
+from testkit.contracts import (
+    BURN_ADDRESS,
+    MAX_TRAINERS,
+    MAX_VALIDATORS,
+    POOL,
+    SPEC_HASH,
+    STAKE,
+    VALIDATOR_STAKE,
+    error_args,
+    events,
+    reverts,
+)
 
 ZERO = "0x" + "00" * 20
 
@@ -26,12 +38,10 @@ def test_create_task_pulls_pool_and_emits_task_created(driver, market_chain, own
     assert task_id == 1
     assert market_chain.market.functions.taskCount().call() == 1
     assert driver.get_terms(task_id) == terms
-    state = driver.get_state(task_id)
-    assert state["owner"] == owner.address
-    assert state["status"] == TaskStatus.OPEN
-    assert (state["currentRound"], state["trainerCount"]) == (0, 0)
-    assert (state["pool"], state["unclaimed"]) == (POOL, 0)
-    assert state["rewardsRoot"] == bytes(32)
+    assert driver.get_state(task_id) == {
+        "owner": owner.address, "status": TaskStatus.OPEN, "currentRound": 0, "trainerCount": 0,
+        "validatorCount": 0, "pool": POOL, "unclaimed": 0, "modelHash": bytes(32),
+    }  # fmt: skip
     assert driver.phase(task_id) == RoundPhase.NONE
     assert driver.budget(task_id) == POOL // terms.rounds
     assert market_chain.balance(market_chain.market.address) == market_before + POOL
@@ -58,6 +68,7 @@ def test_create_task_numbers_tasks_in_order(driver):
         ("rounds", {"rounds": 0}),
         ("minTrainers", {"min_trainers": 0, "max_trainers": 0}),
         ("maxTrainers", {"min_trainers": 3, "max_trainers": 2}),
+        ("maxTrainers", {"max_trainers": MAX_TRAINERS + 1}),
         ("slashBps", {"slash_bps": 10_001}),
         ("commitWindow", {"commit_window": 0}),
         ("revealWindow", {"reveal_window": 0}),
@@ -65,6 +76,14 @@ def test_create_task_numbers_tasks_in_order(driver):
         ("rewardPool", {"reward_pool": 2**96}),
         ("minStake", {"min_stake": 0}),
         ("minStake", {"min_stake": 2**96}),
+        ("minValidators", {"min_validators": 0}),
+        ("minValidators", {"min_validators": 3, "max_validators": 2}),
+        ("maxValidators", {"max_validators": MAX_VALIDATORS + 1}),
+        ("validatorShareBps", {"validator_share_bps": 10_001}),
+        ("scoreWindow", {"score_window": 0}),
+        ("scoreRevealWindow", {"score_reveal_window": 0}),
+        ("minValidatorStake", {"min_validator_stake": 0}),
+        ("minValidatorStake", {"min_validator_stake": 2**96}),
     ],
 )
 def test_create_task_with_out_of_range_term_reverts_invalid_terms(
@@ -79,9 +98,17 @@ def test_create_task_with_out_of_range_term_reverts_invalid_terms(
 
 def test_create_task_accepts_boundary_terms(driver):
     task_id, _ = driver.create_task(
-        slash_bps=10_000, min_trainers=1, max_trainers=1, rounds=1, reward_pool=1, min_stake=1
-    )
+        slash_bps=10_000, min_trainers=1, max_trainers=1, rounds=1, reward_pool=1, min_stake=1,
+        min_validators=1, max_validators=1, validator_share_bps=0, min_validator_stake=1,
+    )  # fmt: skip
     assert driver.get_terms(task_id).slash_bps == 10_000
+    task_id, _ = driver.create_task(
+        max_trainers=MAX_TRAINERS, min_validators=MAX_VALIDATORS, max_validators=MAX_VALIDATORS,
+        validator_share_bps=10_000, min_validator_stake=2**96 - 1, min_stake=2**96 - 1,
+    )  # fmt: skip
+    terms = driver.get_terms(task_id)
+    assert (terms.max_trainers, terms.max_validators) == (MAX_TRAINERS, MAX_VALIDATORS)
+    assert terms.min_validator_stake == terms.min_stake == 2**96 - 1
 
 
 def test_create_task_without_allowance_pulls_nothing(market_chain, driver, owner):
@@ -94,9 +121,12 @@ def test_create_task_without_allowance_pulls_nothing(market_chain, driver, owner
 # ------------------------------------------------------------------------------- cancelTask
 
 
-def test_cancel_task_refunds_pool_and_emits_task_cancelled(driver, market_chain, make_task, owner, trainers):
+def test_cancel_task_refunds_pool_and_emits_task_cancelled(
+    driver, market_chain, make_task, owner, trainers, validators
+):
     task_id = make_task()
     driver.join(task_id, trainers[:1])
+    driver.join_validators(task_id, validators[:1])
     owner_before = market_chain.balance(owner.address)
 
     receipt = market_chain.tx(owner, market_chain.market.functions.cancelTask(task_id))
@@ -107,8 +137,8 @@ def test_cancel_task_refunds_pool_and_emits_task_cancelled(driver, market_chain,
     assert state["pool"] == 0
     assert market_chain.balance(owner.address) == owner_before + POOL
     assert driver.budget(task_id) == 0
-    # the joined trainer keeps its stake until it withdraws it
-    assert market_chain.balance(market_chain.market.address) == STAKE
+    # the joined trainer and validator keep their stakes until they withdraw them
+    assert market_chain.balance(market_chain.market.address) == STAKE + VALIDATOR_STAKE
 
 
 def test_cancel_task_by_outsider_reverts_not_task_owner(market_chain, make_task, outsider):
@@ -163,7 +193,7 @@ def test_join_stakes_and_emits_trainer_joined(driver, market_chain, make_task, t
         {"taskId": task_id, "trainer": trainer.address, "stake": STAKE}
     ]
     assert driver.get_trainer(task_id, trainer.address) == {
-        "stake": STAKE, "claimed": 0, "lastCommitRound": 0, "lastRevealRound": 0, "joined": True,
+        "stake": STAKE, "claimable": 0, "lastCommitRound": 0, "lastRevealRound": 0, "joined": True,
     }  # fmt: skip
     assert driver.get_state(task_id)["trainerCount"] == 1
     assert market_chain.balance(trainer.address) == before - STAKE
@@ -248,11 +278,20 @@ def test_leave_with_open_commitment_reverts_open_commitment(driver, market_chain
     error = reverts(market_chain.tx, trainers[0], market_chain.market.functions.leave(joined_task))
     assert error.name == "TaskMarketOpenCommitment"
     assert error_args(error) == {"taskId": joined_task, "trainer": trainers[0].address, "round": 1}
+    # nor in the later phases of the same round
+    driver.commit(run, trainers[1])
+    driver.commit(run, trainers[2])
+    driver.reveal(run, trainers[0])
+    driver.advance_past("revealDeadline", run)
+    assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
+    assert reverts(market_chain.tx, trainers[0], market_chain.market.functions.leave(joined_task)).name == (
+        "TaskMarketOpenCommitment"
+    )
 
 
 def test_leave_after_the_round_closed_returns_whole_stake(driver, market_chain, joined_task, trainers):
     driver.run_round(joined_task, committers=trainers[:3])
-    driver.finalize(joined_task, earnings={trainers[0].address: 1}, payout=1)
+    driver.finalize(joined_task)
     before = market_chain.balance(trainers[0].address)
     market_chain.tx(trainers[0], market_chain.market.functions.leave(joined_task))
     assert market_chain.balance(trainers[0].address) == before + STAKE
@@ -269,16 +308,17 @@ def test_leave_by_non_committer_mid_round_is_allowed(driver, market_chain, joine
 # ------------------------------------------------------------------------------- withdrawStake
 
 
-def test_withdraw_stake_while_joined_reverts_still_joined(market_chain, joined_task, trainers):
-    error = reverts(market_chain.tx, trainers[0], market_chain.market.functions.withdrawStake(joined_task))
-    assert error.name == "TaskMarketStillJoined"
-    assert error_args(error) == {"taskId": joined_task, "trainer": trainers[0].address}
+def test_withdraw_stake_while_joined_reverts_still_joined(market_chain, joined_task, trainers, validators):
+    for account in (trainers[0], validators[0]):
+        error = reverts(market_chain.tx, account, market_chain.market.functions.withdrawStake(joined_task))
+        assert error.name == "TaskMarketStillJoined"
+        assert error_args(error) == {"taskId": joined_task, "account": account.address}
 
 
 def test_withdraw_stake_without_stake_reverts_nothing_to_withdraw(market_chain, joined_task, outsider):
     error = reverts(market_chain.tx, outsider, market_chain.market.functions.withdrawStake(joined_task))
     assert error.name == "TaskMarketNothingToWithdraw"
-    assert error_args(error) == {"taskId": joined_task, "trainer": outsider.address}
+    assert error_args(error) == {"taskId": joined_task, "account": outsider.address}
 
 
 def test_withdraw_stake_after_leaving_reverts_nothing_to_withdraw(market_chain, joined_task, trainers):
@@ -296,13 +336,33 @@ def test_withdraw_stake_after_cancel_returns_stake_and_emits_stake_withdrawn(
     receipt = market_chain.tx(trainers[1], market_chain.market.functions.withdrawStake(joined_task))
 
     assert events(market_chain, receipt, "StakeWithdrawn") == [
-        {"taskId": joined_task, "trainer": trainers[1].address, "amount": STAKE}
+        {"taskId": joined_task, "account": trainers[1].address, "amount": STAKE}
     ]
     assert market_chain.balance(trainers[1].address) == before + STAKE
     assert driver.get_trainer(joined_task, trainers[1].address)["joined"] is False
     assert driver.get_state(joined_task)["trainerCount"] == 2
     error = reverts(market_chain.tx, trainers[1], market_chain.market.functions.withdrawStake(joined_task))
     assert error.name == "TaskMarketNothingToWithdraw"
+
+
+def test_withdraw_stake_after_cancel_returns_both_roles_stakes_at_once(
+    driver, market_chain, joined_task, owner, trainers
+):
+    """A trainer that also validates gets both stakes back in one withdrawal, and leaves both roles."""
+    dual = trainers[0]
+    driver.join_validators(joined_task, [dual], stake=VALIDATOR_STAKE + 5)
+    market_chain.tx(owner, market_chain.market.functions.cancelTask(joined_task))
+    before = market_chain.balance(dual.address)
+
+    receipt = market_chain.tx(dual, market_chain.market.functions.withdrawStake(joined_task))
+
+    assert events(market_chain, receipt, "StakeWithdrawn") == [
+        {"taskId": joined_task, "account": dual.address, "amount": STAKE + VALIDATOR_STAKE + 5}
+    ]
+    assert market_chain.balance(dual.address) == before + STAKE + VALIDATOR_STAKE + 5
+    assert driver.get_validator(joined_task, dual.address)["joined"] is False
+    state = driver.get_state(joined_task)
+    assert (state["trainerCount"], state["validatorCount"]) == (2, 2)
 
 
 def test_withdraw_stake_on_unknown_task_reverts_unknown_task(market_chain, trainers):
@@ -314,7 +374,7 @@ def test_withdraw_stake_on_unknown_task_reverts_unknown_task(market_chain, train
 
 
 def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
-    driver, market_chain, joined_task, deployer, owner, trainers, coordinator
+    driver, market_chain, joined_task, deployer, owner, trainers, validators, coordinator
 ):
     receipt = market_chain.tx(deployer, market_chain.market.functions.pause())
     (paused,) = market_chain.market.events.Paused().process_receipt(receipt, errors=DISCARD)
@@ -326,10 +386,12 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
     blocked = [
         (owner, market.createTask(driver.terms().as_tuple())),
         (trainers[3], market.join(joined_task)),
+        (validators[2], market.joinAsValidator(joined_task, b"\x01" * 32, VALIDATOR_STAKE)),
         (coordinator, market.startRound(joined_task, bytes(32))),
         (trainers[0], market.commit(joined_task, b"\x11" * 32)),
-        (coordinator, market.finalizeRound(joined_task, bytes(32), bytes(32), 0, bytes(32), [])),
-        (owner, market.abortRound(joined_task, [])),
+        (validators[0], market.commitScores(joined_task, b"\x11" * 32)),
+        (coordinator, market.finalizeRound(joined_task, ([], [], [], [], []))),
+        (owner, market.abortRound(joined_task, [], [])),
     ]
     for account, fn in blocked:
         assert reverts(market_chain.tx, account, fn).name == "EnforcedPause"
@@ -341,22 +403,26 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
 
 
 def test_exits_stay_open_while_paused(
-    driver, market_chain, joined_task, make_task, deployer, owner, trainers
+    driver, market_chain, joined_task, make_task, deployer, owner, trainers, validators
 ):
     driver.run_round(joined_task, committers=trainers[:2])
-    _, tree = driver.finalize(joined_task, earnings={trainers[0].address: 5}, payout=5)
+    driver.settle(joined_task)
     other = make_task()
     market_chain.tx(deployer, market_chain.market.functions.pause())
 
-    driver.claim(joined_task, trainers[0], tree)
+    claimable = driver.get_trainer(joined_task, trainers[0].address)["claimable"]
+    assert claimable > 0
+    driver.claim(joined_task, trainers[0])
     market_chain.tx(trainers[2], market_chain.market.functions.leave(joined_task))
+    market_chain.tx(validators[1], market_chain.market.functions.leaveValidator(joined_task))
     market_chain.tx(owner, market_chain.market.functions.cancelTask(other))
-    assert driver.get_trainer(joined_task, trainers[0].address)["claimed"] == 5
+    assert driver.get_trainer(joined_task, trainers[0].address)["claimable"] == 0
+    assert driver.get_validator(joined_task, validators[1].address)["joined"] is False
     assert driver.get_state(other)["status"] == TaskStatus.CANCELLED
 
 
-def test_reveal_stays_open_while_paused_so_nobody_is_slashed_for_a_pause(
-    driver, market_chain, joined_task, deployer, trainers
+def test_reveals_stay_open_while_paused_so_nobody_is_slashed_for_a_pause(
+    driver, market_chain, joined_task, deployer, trainers, validators
 ):
     run = driver.start_round(joined_task)
     for trainer in trainers[:3]:
@@ -364,8 +430,16 @@ def test_reveal_stays_open_while_paused_so_nobody_is_slashed_for_a_pause(
     market_chain.tx(deployer, market_chain.market.functions.pause())
     for trainer in trainers[:3]:
         driver.reveal(run, trainer)
-    assert driver.phase(joined_task) == RoundPhase.SETTLING
+    assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
     assert driver.get_round(joined_task, 1)["revealCount"] == 3
+    market_chain.tx(deployer, market_chain.market.functions.unpause())
+    for validator in validators[:2]:
+        driver.commit_scores(run, validator, [1, 2, 3])
+    market_chain.tx(deployer, market_chain.market.functions.pause())
+    for validator in validators[:2]:
+        driver.reveal_scores(run, validator)
+    assert driver.phase(joined_task) == RoundPhase.SETTLING
+    assert driver.get_round(joined_task, 1)["scoreRevealCount"] == 2
 
 
 def test_pause_by_outsider_reverts_ownable_unauthorized_account(market_chain, outsider, owner, deployer):
@@ -389,6 +463,16 @@ def test_market_views_describe_the_deployment(market_chain, deployment, deployer
     assert market.owner().call() == deployer.address
     assert market.taskCount().call() == 0
     assert market.nonces(owner.address).call() == 0
-    assert market.claimedOf(1, owner.address).call() == 0
     assert market.getCommitment(1, owner.address).call() == [0, bytes(32), False]
+    assert market.getScoreCommitment(1, owner.address).call() == [0, bytes(32), False]
+    assert tuple(market.getValidator(1, owner.address).call()) == (0, 0, 0, 0, False, bytes(32))
     assert Web3.is_checksum_address(market.token().call())
+
+
+def test_market_constants_match_the_python_mirror(market_chain):
+    market = market_chain.market.functions
+    assert (market.MAX_TRAINERS().call(), market.MAX_VALIDATORS().call()) == (MAX_TRAINERS, MAX_VALIDATORS)
+    assert (market.MAX_SCORE().call(), market.MIN_AGREEMENT().call()) == (MAX_SCORE, MIN_AGREEMENT)
+    flags = (market.SCORE_UNAVAILABLE().call(), market.SCORE_INVALID().call(), market.SCORE_HARMFUL().call())
+    assert flags == (UNAVAILABLE, INVALID, HARMFUL)
+    assert market.BURN_ADDRESS().call() == BURN_ADDRESS

@@ -16,11 +16,20 @@ from eth_utils import keccak
 from web3 import Web3
 
 from fedmarket.chain import ChainEvent, CommitmentInfo, CreateTaskResult, MarketClient, TxResult
+from fedmarket.consensus import INVALID, compute_consensus
 from fedmarket.deploy import ONE_TOKEN, deploy_market
 from fedmarket.devnet import Anvil, free_port
 from fedmarket.errors import ChainError, ChainUnavailableError, ContractRevert, DeploymentNotFoundError
-from fedmarket.merkle import RewardsTree
-from fedmarket.protocol import RoundPhase, TaskStatus, TaskTerms, make_commitment, new_salt
+from fedmarket.ledger import read_round
+from fedmarket.protocol import (
+    Outcome,
+    RoundPhase,
+    TaskStatus,
+    TaskTerms,
+    make_commitment,
+    make_score_commitment,
+    new_salt,
+)
 
 POOL = 3_000 * ONE_TOKEN
 STAKE = 10 * ONE_TOKEN
@@ -45,6 +54,12 @@ def make_terms(coordinator: str, **overrides) -> TaskTerms:
         reveal_window=REVEAL_WINDOW,
         reward_pool=POOL,
         min_stake=STAKE,
+        min_validators=2,
+        max_validators=2,
+        validator_share_bps=1_000,
+        score_window=COMMIT_WINDOW,
+        score_reveal_window=REVEAL_WINDOW,
+        min_validator_stake=STAKE,
     )
     values.update(overrides)
     return TaskTerms(**values)
@@ -68,6 +83,10 @@ class Roles:
     reader: MarketClient
 
     @property
+    def validators(self) -> list[MarketClient]:
+        return [self.owner, self.outsider]
+
+    @property
     def terms(self) -> TaskTerms:
         return make_terms(self.coordinator.address)
 
@@ -89,10 +108,28 @@ def roles(chain, deployment, deployer, owner, coordinator, outsider, trainers) -
 
 
 def open_task_with_trainers(roles: Roles, count: int = 3, **overrides) -> int:
+    """A task with `count` trainers and two validators (the owner's and the outsider's) joined."""
     task_id = roles.owner.create_task(make_terms(roles.coordinator.address, **overrides)).task_id
     for trainer in roles.trainers[:count]:
         trainer.join(task_id)
+    for validator in roles.validators:
+        validator.join_as_validator(task_id, h(f"data of {validator.address}"))
     return task_id
+
+
+def score_round(roles: Roles, task_id: int, round_no: int, vector_for) -> dict[str, tuple]:
+    """Each validator commits `vector_for(trainers in contract order)`, then all reveal."""
+    trainers = read_round(roles.reader, task_id, round_no).trainers
+    secrets = {}
+    for validator in roles.validators:
+        vector, salt = vector_for(trainers), new_salt()
+        validator.commit_scores(
+            task_id, make_score_commitment(task_id, round_no, validator.address, vector, salt)
+        )
+        secrets[validator.address] = (vector, salt)
+    for validator in roles.validators:
+        validator.reveal_scores(task_id, *secrets[validator.address])
+    return secrets
 
 
 def commit_all(roles: Roles, task_id: int, trainers: list[MarketClient], round_no: int) -> dict[str, tuple]:
@@ -189,111 +226,133 @@ def test_task_life_cycle_through_every_round_outcome(roles):
     task_id = created.task_id
     info = roles.reader.task(task_id)
     assert (info.terms, info.owner, info.status) == (terms, owner.address, TaskStatus.OPEN)
-    assert info.current_round == 0
-    assert (info.pool, info.unclaimed, info.trainer_count, info.rounds_left) == (POOL, 0, 0, 3)
+    assert (info.pool, info.unclaimed, info.trainer_count, info.validator_count, info.rounds_left) == (
+        POOL,
+        0,
+        0,
+        0,
+        3,
+    )
     assert owner.token_balance() == owner_before - POOL
     assert owner.ensure_allowance(0) is None  # nothing to approve, nothing sent
 
-    # join x3
+    # join x3 trainers, x2 validators (the owner's split and the outsider's)
     for trainer in (t0, t1, t2):
-        joined = trainer.join(task_id)
-        args = joined.event("TrainerJoined").args
+        args = trainer.join(task_id).event("TrainerJoined").args
         assert args == {"taskId": task_id, "trainer": trainer.address, "stake": STAKE}
+    for validator in roles.validators:
+        args = (
+            validator.join_as_validator(task_id, h(f"data {validator.address}")).event("ValidatorJoined").args
+        )
+        assert args == {
+            "taskId": task_id, "validator": validator.address, "stake": STAKE, "dataHash": h(f"data {validator.address}")
+        }  # fmt: skip
     assert t0.trainer(task_id) == t0.trainer(task_id, t0.address)
     assert t0.trainer(task_id).joined and t0.trainer(task_id).stake == STAKE
+    assert outsider.validator(task_id).data_hash == h(f"data {outsider.address}")
     assert roles.reader.phase(task_id) is RoundPhase.NONE
     assert roles.reader.round_budget(task_id) == POOL // 3
 
-    # round 1: everyone commits and reveals, then the coordinator pays with a rewards root
-    started = coord.start_round(task_id, h("model 0"))
-    round_started = started.event("RoundStarted").args
+    # round 1: everyone commits and reveals, the validators score, anyone settles
+    round_started = coord.start_round(task_id, h("model 0")).event("RoundStarted").args
     assert round_started["round"] == 1 and round_started["modelHash"] == h("model 0")
     assert roles.reader.phase(task_id) is RoundPhase.COMMIT
     secrets = commit_all(roles, task_id, [t0, t1, t2], 1)
     update0, salt0 = secrets[t0.address]
-    expected = make_commitment(task_id, 1, t0.address, update0, salt0)
-    assert t0.commitment(task_id) == CommitmentInfo(1, expected, False)
+    assert t0.commitment(task_id) == CommitmentInfo(
+        1, make_commitment(task_id, 1, t0.address, update0, salt0), False
+    )
     assert roles.reader.phase(task_id) is RoundPhase.REVEAL  # everyone committed: early close
     for trainer in (t0, t1, t2):
         revealed = trainer.reveal(task_id, *secrets[trainer.address])
         assert revealed.event("Revealed").args["updateHash"] == secrets[trainer.address][0]
-    assert t0.commitment(task_id).revealed
+    assert roles.reader.phase(task_id) is RoundPhase.SCORE_COMMIT
+    weights = {t0.address: 4, t1.address: 3, t2.address: 3}
+    score_round(roles, task_id, 1, lambda trainers: [weights[t] * 1000 for t in trainers])
+    assert outsider.score_commitment(task_id).revealed
     assert roles.reader.phase(task_id) is RoundPhase.SETTLING
 
     budget = roles.reader.round_budget(task_id)
-    earned = {t0.address: 400 * ONE_TOKEN, t1.address: 300 * ONE_TOKEN, t2.address: 300 * ONE_TOKEN}
-    tree1 = RewardsTree(earned)
-    finalized = coord.finalize_round(
-        task_id,
-        new_model_hash=h("model 1"),
-        rewards_root=tree1.root,
-        round_payout=sum(earned.values()),
-        report_hash=h("report 1"),
-    )
-    assert finalized.event("RoundFinalized").args == {
-        "taskId": task_id, "round": 1, "newModelHash": h("model 1"), "rewardsRoot": tree1.root,
-        "payout": sum(earned.values()), "reportHash": h("report 1"), "rejectedCount": 0,
-    }  # fmt: skip
-    assert sum(earned.values()) <= budget
-    info = roles.reader.task(task_id)
-    assert (info.rewards_root, info.model_hash) == (tree1.root, h("model 1"))
-    assert (info.pool, info.unclaimed) == (2_000 * ONE_TOKEN, 1_000 * ONE_TOKEN)
-    round1 = roles.reader.round(task_id, 1)
-    assert (round1.closed, round1.aborted, round1.report_hash) == (True, False, h("report 1"))
-    assert round1.payout == 1_000 * ONE_TOKEN
-    assert (round1.commit_count, round1.reveal_count, round1.model_hash) == (3, 3, h("model 0"))
+    ledger = read_round(roles.reader, task_id, 1)
+    expected = compute_consensus(
+        trainers=ledger.trainers, validators=ledger.validators, stakes=[STAKE, STAKE],
+        scores=[ledger.score_reveals[v] for v in ledger.validators], budget=budget, validator_share_bps=1_000,
+    )  # fmt: skip
+    finalized = roles.trainers[0].finalize_round(task_id, ledger.settlement())  # anyone may settle
+    settled = {e.args["trainer"]: e.args for e in finalized.events if e.name == "TrainerSettled"}
+    for result in expected.trainers:
+        assert (settled[result.trainer]["outcome"], settled[result.trainer]["payout"]) == (
+            Outcome.ACCEPTED,
+            result.payout,
+        )
+    assert settled[t0.address]["payout"] == 900 * ONE_TOKEN * 4 // 10
+    finished = finalized.event("RoundFinalized").args
+    assert (finished["trainerPayout"], finished["validatorPayout"], finished["burned"]) == (
+        900 * ONE_TOKEN, 100 * ONE_TOKEN, 0
+    )  # fmt: skip
     assert roles.reader.phase(task_id) is RoundPhase.FINALIZED
+    expect_revert("TaskMarketModelNotPublished", coord.start_round, task_id, h("model 1"))
+    published = coord.publish_model(task_id, h("model 1"), h("report 1")).event("ModelPublished").args
+    assert published == {
+        "taskId": task_id,
+        "round": 1,
+        "modelHash": h("model 1"),
+        "reportHash": h("report 1"),
+    }
+    round1 = roles.reader.round(task_id, 1)
+    assert (round1.closed, round1.aborted, round1.model_published) == (True, False, True)
+    assert (round1.model_hash, round1.new_model_hash, round1.report_hash) == (
+        h("model 0"),
+        h("model 1"),
+        h("report 1"),
+    )
+    assert round1.payout == 1_000 * ONE_TOKEN and roles.reader.task(task_id).unclaimed == 1_000 * ONE_TOKEN
 
     before = t0.token_balance()
-    claimed = t0.claim(task_id, earned[t0.address], tree1.proof(t0.address))
-    assert claimed.event("RewardsClaimed").args["amount"] == 400 * ONE_TOKEN
-    assert t0.token_balance() == before + 400 * ONE_TOKEN
-    assert roles.reader.claimed(task_id, t0.address) == t0.claimed(task_id) == 400 * ONE_TOKEN
+    assert t0.claim(task_id).event("RewardsClaimed").args["amount"] == 360 * ONE_TOKEN
+    assert t0.token_balance() == before + 360 * ONE_TOKEN and t0.claimable(task_id) == 0
+    message = rf"^TaskMarketNothingToClaim\(taskId=1, account={t0.address}\)$"
+    with pytest.raises(ContractRevert, match=message):
+        t0.claim(task_id)
 
-    # round 2: t2's update is rejected: slashed by slashBps, removed, withdraws the rest
+    # round 2: both validators flag t2's update invalid: rejected, its stake slashed and burned
+    args = expect_revert("TaskMarketModelMismatch", coord.start_round, task_id, h("another model"))
+    assert args["expected"] == "0x" + h("model 1").hex()
     coord.start_round(task_id, h("model 1"))
     secrets = commit_all(roles, task_id, [t0, t1, t2], 2)
     for trainer in (t0, t1, t2):
         trainer.reveal(task_id, *secrets[trainer.address])
-    cumulative = {t0.address: 900 * ONE_TOKEN, t1.address: 800 * ONE_TOKEN, t2.address: 300 * ONE_TOKEN}
-    tree2 = RewardsTree(cumulative)
-    settled = coord.finalize_round(
-        task_id, new_model_hash=h("model 2"), rewards_root=tree2.root, round_payout=1_000 * ONE_TOKEN,
-        report_hash=h("report 2"), rejected=[t2.address],
-    )  # fmt: skip
-    slashed = settled.event("TrainerSlashed").args
+    score_round(roles, task_id, 2, lambda trainers: [INVALID if t == t2.address else 1000 for t in trainers])
+    settled_round = outsider.finalize_round(task_id, read_round(roles.reader, task_id, 2).settlement())
+    slashed = settled_round.event("TrainerSlashed").args
     assert slashed == {"taskId": task_id, "round": 2, "trainer": t2.address, "amount": STAKE // 2}
-    assert settled.event("RoundFinalized").args["rejectedCount"] == 1
-    assert [e.name for e in settled.events] == ["TrainerSlashed", "RoundFinalized"]
+    assert settled_round.event("RoundFinalized").args["burned"] == STAKE // 2
     assert t2.trainer(task_id).joined is False and t2.trainer(task_id).stake == STAKE // 2
     assert t2.withdraw_stake(task_id).event("StakeWithdrawn").args["amount"] == STAKE // 2
-    # one claim covers every round earned in; a second claim pays only the difference
-    for trainer, paid in ((t1, 800 * ONE_TOKEN), (t0, 500 * ONE_TOKEN)):
-        claim = trainer.claim(task_id, cumulative[trainer.address], tree2.proof(trainer.address))
-        assert claim.event("RewardsClaimed").args["amount"] == paid
+    coord.publish_model(task_id, h("model 2"), h("report 2"))
 
     # round 3: t1 commits but never reveals; the quorum fails and anyone aborts, completing the task
     coord.start_round(task_id, h("model 2"))
     secrets = commit_all(roles, task_id, [t0, t1], 3)
     t0.reveal(task_id, *secrets[t0.address])
-    advance(roles.w3, REVEAL_WINDOW + 1)
+    advance(roles.w3, REVEAL_WINDOW + COMMIT_WINDOW + REVEAL_WINDOW + 1)  # reveal and both score windows
     assert roles.reader.phase(task_id) is RoundPhase.SETTLING
     pool_left = roles.reader.task(task_id).pool
     owner_before = owner.token_balance()
     aborted = outsider.abort_round(task_id, [t1.address])
     assert [e.name for e in aborted.events] == ["TrainerSlashed", "RoundAborted", "TaskCompleted"]
-    assert aborted.event("TaskCompleted").args == {"taskId": task_id, "refund": pool_left + STAKE // 2}
-    assert owner.token_balance() == owner_before + pool_left + STAKE // 2
-    assert roles.reader.phase(task_id) is RoundPhase.ABORTED
+    assert aborted.event("TaskCompleted").args == {"taskId": task_id, "refund": pool_left}
+    assert owner.token_balance() == owner_before + pool_left  # the slash is burned, not refunded
     assert roles.reader.round(task_id).aborted  # default: the current round
     done = roles.reader.task(task_id)
     assert (done.status, done.pool, done.current_round, done.rounds_left) == (TaskStatus.COMPLETED, 0, 3, 0)
 
-    # the task ended: the remaining stakes come back
+    # the task ended: every stake comes back, and money held == what is owed
     assert t0.withdraw_stake(task_id).event("StakeWithdrawn").args["amount"] == STAKE
     assert t1.withdraw_stake(task_id).event("StakeWithdrawn").args["amount"] == STAKE // 2
-    # money held == allocated but unclaimed (t2 never claimed its 300)
-    assert roles.reader.token_balance(roles.reader.market_address) == done.unclaimed == 300 * ONE_TOKEN
+    for validator in roles.validators:
+        assert validator.withdraw_stake(task_id).event("StakeWithdrawn").args["amount"] == STAKE
+    assert roles.reader.token_balance(roles.reader.market_address) == done.unclaimed
 
 
 def test_leave_returns_the_stake_and_cancel_refunds_the_owner(roles):
@@ -359,18 +418,12 @@ def test_reverts_are_decoded_into_named_errors_with_arguments(roles):
     t0.reveal(task_id, update, salt)
     t1.reveal(task_id, *secrets[t1.address])
     advance(roles.w3, REVEAL_WINDOW + 1)  # t2 never reveals
-    tree = RewardsTree({t0.address: 100})
-    settle = dict(new_model_hash=h("model 1"), rewards_root=tree.root, round_payout=100, report_hash=h("r"))
-    args = expect_revert("TaskMarketNonRevealersMismatch", coord.finalize_round, task_id, **settle)
+    score_round(roles, task_id, 1, lambda trainers: [1000] * len(trainers))
+    settlement = read_round(roles.reader, task_id, 1).settlement()
+    incomplete = dataclasses.replace(settlement, non_revealers=())
+    args = expect_revert("TaskMarketNonRevealersMismatch", coord.finalize_round, task_id, incomplete)
     assert args == {"taskId": task_id, "listed": 0, "expected": 1}
-    coord.finalize_round(task_id, **settle, rejected=[t2.address])
-    args = expect_revert("TaskMarketInvalidProof", t0.claim, task_id, 101, tree.proof(t0.address))
-    assert args == {"taskId": task_id, "account": t0.address, "cumulativeAmount": 101}
-    t0.claim(task_id, 100, tree.proof(t0.address))
-    # the message reads like the Solidity error
-    message = rf"^TaskMarketNothingToClaim\(taskId=1, account={t0.address}\)$"
-    with pytest.raises(ContractRevert, match=message):
-        t0.claim(task_id, 100, tree.proof(t0.address))
+    coord.finalize_round(task_id, settlement)
 
 
 def test_bad_hash_inputs_are_refused_before_sending(roles):
@@ -484,7 +537,8 @@ def test_logs_of_events_missing_from_the_abi_are_skipped_with_a_warning(roles, d
     older = MarketClient(roles.w3, dataclasses.replace(deployment, market_abi=abi))
     with caplog.at_level("WARNING", logger="fedmarket.chain"):
         names = [e.name for e in older.iter_events(task_id=task_id)]
-    assert names == ["TaskCreated"]  # TrainerJoined is no longer known, so not even asked for
+    # TrainerJoined is no longer known, so not even asked for; the validators' joins still are
+    assert names == ["TaskCreated", "ValidatorJoined", "ValidatorJoined"]
     with caplog.at_level("WARNING", logger="fedmarket.chain"):
         names = [e.name for e in older.iter_events()]
     assert "TrainerJoined" not in names and "TaskCreated" in names

@@ -1,4 +1,4 @@
-"""The round report: one definition, canonical bytes anyone can re-hash, the rewards tree it implies."""
+"""The round report: one definition, canonical bytes anyone can re-hash, payouts that add up."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import pytest
 
 from fedmarket.errors import CodecError
-from fedmarket.merkle import RewardsTree, verify
-from fedmarket.report import RejectionReason, RoundMetrics, RoundReport, SubmissionReport
+from fedmarket.report import RoundReport, SubmissionOutcome, SubmissionReport, ValidatorReport
 
 ALICE = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 BOB = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
+VERA = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"
 BIG = 3 * 10**24  # beyond 2**53: must survive JSON as a decimal string
 
 
@@ -22,42 +22,33 @@ def make_report(**overrides) -> RoundReport:
         round=2,
         model_cid="bafkreia",
         new_model_cid="bafkreib",
+        aggregation="fedavg",
         budget=BIG,
         payout=BIG - 7,
-        metrics=RoundMetrics(
-            loss=0.5, accuracy=0.9, previous_loss=0.7, previous_accuracy=0.8, accepted=1, rejected=1
-        ),
         submissions=(
             SubmissionReport(
                 trainer=BOB.lower(),
                 update_hash=None,
                 update_cid=None,
-                accepted=False,
-                reason=RejectionReason.NO_REVEAL,
-                detail="committed but did not reveal",
-                num_samples=0,
-                norm=None,
-                score=None,
+                outcome=SubmissionOutcome.NO_REVEAL,
+                consensus=0,
                 payout=0,
                 slashed=5 * 10**18,
-            ),  # fmt: skip
+                num_samples=0,
+            ),
             SubmissionReport(
                 trainer=ALICE,
                 update_hash="ab" * 32,
                 update_cid="bafkreic",
-                accepted=True,
-                reason=None,
-                detail=None,
-                num_samples=100,
-                norm=1.25,
-                score=0.01,
-                payout=BIG - 7,
+                outcome=SubmissionOutcome.ACCEPTED,
+                consensus=10**18,
+                payout=BIG - 10,
                 slashed=0,
-            ),  # fmt: skip
-        ),
-        cumulative={ALICE: BIG - 7 + 11, BOB: 11},
-        rewards_root=RewardsTree({ALICE: BIG - 7 + 11, BOB: 11}).root.hex(),
-        timings={"scoring": 0.25},
+                num_samples=100,
+            ),
+        ),  # fmt: skip
+        validators=(ValidatorReport(validator=VERA, revealed=True, agreement=10**18, payout=3, slashed=0),),
+        timings={"aggregation": 0.25},
     )
     fields.update(overrides)
     return RoundReport(**fields)
@@ -76,34 +67,17 @@ def test_amounts_are_decimal_strings_and_addresses_checksummed():
     document = json.loads(make_report().to_canonical_json())
     assert document["budget"] == str(BIG) and document["submissions"][0]["slashed"] == str(5 * 10**18)
     assert document["submissions"][0]["trainer"] == BOB  # given in lower case, stored checksummed
-    assert document["submissions"][0]["reason"] == "no_reveal"
+    assert document["submissions"][0]["outcome"] == "no_reveal"
     assert list(document) == sorted(document)
 
 
-def test_the_rewards_tree_is_the_one_the_report_lists():
-    report = make_report()
-    tree = report.rewards_tree()
-    assert tree.root.hex() == report.rewards_root
-    assert verify(tree.root, ALICE, report.cumulative[ALICE], tree.proof(ALICE))
-
-
-def test_a_non_finite_measurement_is_recorded_as_null():
-    metrics = RoundMetrics(
-        loss=float("inf"),
-        accuracy=0.1,
-        previous_loss=float("nan"),
-        previous_accuracy=0.1,
-        accepted=0,
-        rejected=2,
-    )
-    report = make_report(metrics=metrics)
-    assert report.metrics.loss is None and report.metrics.previous_loss is None
-    assert b"NaN" not in report.to_canonical_json() and b"Infinity" not in report.to_canonical_json()
+def test_accepted_lists_what_the_aggregate_is_made_of():
+    assert [s.trainer for s in make_report().accepted] == [ALICE]
 
 
 def test_submission_finds_a_trainer_by_any_spelling_of_its_address():
     report = make_report()
-    assert report.submission(ALICE.lower()).payout == BIG - 7
+    assert report.submission(ALICE.lower()).payout == BIG - 10
     assert report.submission("0x" + "00" * 20) is None
 
 
@@ -113,11 +87,11 @@ def test_submission_finds_a_trainer_by_any_spelling_of_its_address():
         (lambda d: d.update(budget="-1"), "budget"),
         (lambda d: d.update(payout=1.5), "payout"),
         (lambda d: d.update(extra="field"), "extra"),
-        (lambda d: d["submissions"][1].update(reason="bored"), "reason"),
-        (lambda d: d.update(rewards_root="0x" + "00" * 32), "rewards_root"),
-        (lambda d: d["cumulative"].update({"not-an-address": "1"}), "address"),
-        (lambda d: d["cumulative"].update({BOB: "12"}), "rewards_root"),
+        (lambda d: d["submissions"][1].update(outcome="bored"), "outcome"),
+        (lambda d: d["submissions"][0].update(trainer="not-an-address"), "address"),
         (lambda d: d["submissions"][0].update(payout="1"), "payout"),
+        (lambda d: d["validators"][0].update(payout="4"), "payout"),
+        (lambda d: d.update(budget="1"), "exceeds the budget"),
     ],
 )
 def test_a_malformed_report_is_refused_with_the_field_named(mutate, needle):

@@ -3,5 +3,5 @@
 
 - :mod:`testkit.market`: the market a test's services use, coordinator settings and environment;
 - :mod:`testkit.contracts`: drive the contracts directly (errors, events, a market driver);
-- :mod:`testkit.coordinator`: an in-process coordinator, scripted trainers, whole rounds.
+- :mod:`testkit.coordinator`: an in-process coordinator, scripted trainers and validators, whole rounds.
 """

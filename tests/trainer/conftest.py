@@ -89,6 +89,8 @@ def default_terms(spec: TaskSpec, coordinator: str) -> TaskTerms:
     return TaskTerms(
         spec_hash=spec.spec_hash(), coordinator=coordinator, rounds=2, min_trainers=2, max_trainers=3,
         slash_bps=5000, commit_window=60, reveal_window=30, reward_pool=1_000 * ONE_TOKEN, min_stake=10 * ONE_TOKEN,
+        min_validators=1, max_validators=2, validator_share_bps=1_000, score_window=60, score_reveal_window=30,
+        min_validator_stake=10 * ONE_TOKEN,
     )  # fmt: skip
 
 

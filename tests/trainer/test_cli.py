@@ -30,6 +30,9 @@ def cli(trainer_services, tmp_path):
 
     def invoke(command: str, *args: str, key: str | None = None, options: list[str] | None = None, env=None):
         argv = [command, *args, *(trainer_services.options() if options is None else options)]
+        if command == "status" and "--coordinator" in argv:  # status reads the chain only
+            at = argv.index("--coordinator")
+            del argv[at : at + 2]
         if command != "tasks":
             argv += ["--state-dir", str(tmp_path / "state")]
         if key is not None:
@@ -94,17 +97,23 @@ def test_unreachable_chain_is_reported(cli, trainer_services, trainers, command)
     assert_user_error(cli(command, *args, key=key, options=options), f"cannot reach the chain at {dead_rpc}")
 
 
-@pytest.mark.parametrize("command", ["tasks", "status", "claim"])
-def test_unreachable_coordinator_is_reported(cli, trainer_services, make_task, trainers, command):
-    task_id = make_task()
+def test_unreachable_coordinator_is_reported(cli, trainer_services, make_task):
+    make_task()
     dead_api = f"http://127.0.0.1:{free_port()}"
     options = ["--rpc-url", trainer_services.rpc_url, "--deployment", str(trainer_services.deployment_file),
                "--coordinator", dead_api]  # fmt: skip
-    args = [] if command == "tasks" else [str(task_id)]
-    key = None if command == "tasks" else key_of(trainers[0])
-    assert_user_error(
-        cli(command, *args, key=key, options=options), f"cannot reach the coordinator at {dead_api}"
-    )
+    assert_user_error(cli("tasks", options=options), f"cannot reach the coordinator at {dead_api}")
+
+
+@pytest.mark.parametrize("command", ["status", "claim"])
+def test_status_and_claim_need_only_the_chain(cli, trainer_services, make_task, trainers, command):
+    task_id = make_task()
+    trainer_services.market(trainers[0]).join(task_id)
+    dead_api = f"http://127.0.0.1:{free_port()}"
+    options = ["--rpc-url", trainer_services.rpc_url, "--deployment", str(trainer_services.deployment_file),
+               "--coordinator", dead_api]  # fmt: skip
+    result = cli(command, str(task_id), key=key_of(trainers[0]), options=options)
+    assert result.exit_code == 0, result.output
 
 
 def test_missing_deployments_file_says_to_deploy(cli, trainer_services, tmp_path, trainers):
@@ -259,13 +268,13 @@ def test_join_stakes_the_minimum_stake_once(cli, make_task, trainer_services, tr
     assert market.token_balance(account.address) == before - MIN_STAKE
 
 
-def test_status_shows_stake_earned_and_claimed(cli, make_task, trainer_services, trainers):
+def test_status_shows_stake_earned_and_claimable(cli, make_task, trainer_services, trainers):
     task_id = make_task()
     trainer_services.market(trainers[3]).join(task_id)
     result = cli("status", str(task_id), key=key_of(trainers[3]))
     assert result.exit_code == 0, result.output
     assert (
-        f"task {task_id} (open, round 0/2, phase none): stake 10.0000 FMT, earned 0.0000 FMT, claimed 0.0000 FMT"
+        f"task {task_id} (open, round 0/2, phase none): stake 10.0000 FMT, earned 0.0000 FMT, claimable 0.0000 FMT"
         in result.output
     )
 

@@ -111,7 +111,8 @@ class Killed(BaseException):
 
 @pytest.fixture
 def round_one(chain, anvil, deployment, owner, coordinator, trainers, tmp_path):
-    """A task (min 1, max 2 trainers) with trainers[0] joined and round 1 open for commits.
+    """A task (min 1, max 2 trainers) with trainers[0] and the owner's validator joined and round 1
+    open for commits.
 
     Returns (task id, the store, `new_node(state_root)`): a fresh TrainerNode for trainers[0], as
     after a restart."""
@@ -120,11 +121,13 @@ def round_one(chain, anvil, deployment, owner, coordinator, trainers, tmp_path):
     terms = TaskTerms(
         spec_hash=SPEC.spec_hash(), coordinator=coordinator.address, rounds=2, min_trainers=1, max_trainers=2,
         slash_bps=5000, commit_window=600, reveal_window=600, reward_pool=100 * ONE_TOKEN, min_stake=ONE_TOKEN,
+        min_validators=1, max_validators=1, validator_share_bps=1_000, score_window=600, score_reveal_window=600,
+        min_validator_stake=ONE_TOKEN,
     )  # fmt: skip
     task_id = MarketClient.connect(anvil.url, deployment, owner.key).create_task(terms).task_id
     rng = np.random.default_rng(0)
     data = LocalData(rng.random((20, 8), dtype=np.float32), rng.integers(0, 3, 20))
-    api = CoordinatorClient("http://127.0.0.1:9")  # only claims ask the coordinator: never here
+    api = CoordinatorClient("http://127.0.0.1:9")  # the node never asks the coordinator: never here
 
     def new_node(state_root: Path) -> TrainerNode:
         client = MarketClient.connect(anvil.url, deployment, trainers[0].key)
@@ -133,6 +136,7 @@ def round_one(chain, anvil, deployment, owner, coordinator, trainers, tmp_path):
         )
 
     new_node(tmp_path).ensure_joined()
+    MarketClient.connect(anvil.url, deployment, owner.key).join_as_validator(task_id, b"\x01" * 32)
     model = encode_model(build_model(SPEC))
     store.put(model)
     MarketClient.connect(anvil.url, deployment, coordinator.key).start_round(task_id, digest_of(model))

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.aggregation import (
+from fedmarket.aggregation import (
     AggregationResult,
     aggregate,
     capped_weights,

@@ -1,0 +1,102 @@
+"""`fedmarket-validator` in-process (typer's CliRunner) against a real market and coordinator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fedmarket.datasets import save_npz
+from fedmarket.learning import LocalData
+from trainer.validator_cli import app
+
+ONE_TOKEN = 10**18
+MIN_STAKE = 10 * ONE_TOKEN
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli(trainer_services, tmp_path):
+    def invoke(command: str, *args: str, key: str | None = None):
+        argv = [
+            command,
+            *args,
+            "--rpc-url",
+            trainer_services.rpc_url,
+            "--deployment",
+            str(trainer_services.deployment_file),
+        ]
+        if command in ("join", "run"):
+            argv += ["--coordinator", trainer_services.coordinator_url]
+        if command != "claim":
+            argv += ["--state-dir", str(tmp_path / "state")]
+        if key is not None:
+            argv += ["--key", key]
+        names = ("FEDMARKET_VALIDATOR_KEY", "FEDMARKET_RPC_URL", "FEDMARKET_DEPLOYMENT_FILE",
+                 "FEDMARKET_COORDINATOR_URL", "FEDMARKET_STATE_DIR")  # fmt: skip
+        return runner.invoke(app, argv, env={**dict.fromkeys(names), "COLUMNS": "1000"})
+
+    return invoke
+
+
+def held_out(tmp_path, name: str, *, seed: int = 0, features: int = 8):
+    rng = np.random.default_rng(seed)
+    X, y = rng.random((12, features), dtype=np.float32), np.arange(12) % 3
+    return save_npz(tmp_path / name, X, y), LocalData(X, y)
+
+
+def test_join_stakes_and_commits_the_datas_canonical_hash(
+    cli, make_task, trainer_services, trainers, tmp_path
+):
+    task_id = make_task()
+    path, data = held_out(tmp_path, "split.npz")
+    market = trainer_services.market()
+    before = market.token_balance(trainers[6].address)
+    result = cli("join", str(task_id), "--data", str(path), key=trainers[6].key.hex())
+    assert result.exit_code == 0, result.output
+    validator = market.validator(task_id, trainers[6].address)
+    assert validator.joined and validator.stake == MIN_STAKE
+    assert validator.data_hash == data.canonical_hash()
+    assert market.token_balance(trainers[6].address) == before - MIN_STAKE
+
+
+def test_a_validators_data_cannot_change_after_join(cli, make_task, trainer_services, trainers, tmp_path):
+    task_id = make_task()
+    first, _ = held_out(tmp_path, "first.npz", seed=1)
+    other, _ = held_out(tmp_path, "other.npz", seed=2)
+    assert cli("join", str(task_id), "--data", str(first), key=trainers[7].key.hex()).exit_code == 0
+    balance = trainer_services.market().token_balance(trainers[7].address)
+    result = cli("join", str(task_id), "--data", str(other), key=trainers[7].key.hex())
+    assert result.exit_code == 1
+    assert "a validator's data is fixed at join" in result.output
+    assert trainer_services.market().token_balance(trainers[7].address) == balance
+
+
+def test_data_that_does_not_fit_is_refused_before_staking(
+    cli, make_task, trainer_services, trainers, tmp_path
+):
+    task_id = make_task()
+    wrong, _ = held_out(tmp_path, "wrong.npz", features=5)
+    result = cli("join", str(task_id), "--data", str(wrong), key=trainers[8].key.hex())
+    assert result.exit_code == 1 and result.output.startswith("error: ")
+    assert not trainer_services.market().validator(task_id, trainers[8].address).joined
+
+
+def test_missing_key_says_how_to_give_one(cli, make_task, tmp_path):
+    task_id = make_task()
+    path, _ = held_out(tmp_path, "split.npz")
+    result = cli("join", str(task_id), "--data", str(path))
+    assert result.exit_code == 1
+    assert "no validator key: pass --key 0x... or set FEDMARKET_VALIDATOR_KEY" in result.output
+
+
+def test_status_and_claim_of_a_fresh_validator(cli, make_task, trainer_services, trainers, tmp_path):
+    task_id = make_task()
+    path, _ = held_out(tmp_path, "split.npz")
+    assert cli("join", str(task_id), "--data", str(path), key=trainers[9].key.hex()).exit_code == 0
+    status = cli("status", str(task_id), key=trainers[9].key.hex())
+    assert status.exit_code == 0, status.output
+    assert "stake 10.0000 FMT, claimable 0.0000 FMT" in status.output
+    claim = cli("claim", str(task_id), key=trainers[9].key.hex())
+    assert claim.exit_code == 0 and "nothing to claim" in claim.output
