@@ -55,8 +55,10 @@ def parse_tokens(text: str | float) -> int:
         value = Decimal(str(text)) * ONE_TOKEN
     except InvalidOperation:
         raise ValueError(f"{text!r} is not an FMT amount") from None
-    if value < 0 or value != value.to_integral_value():
-        raise ValueError(f"{text!r} is not an FMT amount (at most 18 decimals, not negative)")
+    if value < 0:
+        raise ValueError(f"{text!r} is negative: an FMT amount is 0 or more")
+    if value != value.to_integral_value():
+        raise ValueError(f"{text!r} has more than 18 decimals: 1 FMT is 10^18 base units")
     return int(value)
 
 

@@ -272,7 +272,7 @@ def _key(account) -> str:
             id="spec-fails-the-schema",
         ),
         pytest.param(
-            valid_inputs, [], lambda owner: key_of(owner)[:-1], ["exactly 32 bytes of hex", "got 63 hex digits"],
+            valid_inputs, [], lambda owner: key_of(owner)[:-1], ["has 63 hex digits, not 64", "exactly 32 bytes"],
             id="63-hex-digit-key",
         ),
         pytest.param(valid_inputs, [], lambda owner: None, ["no owner key", "FEDMARKET_OWNER_KEY"], id="no-key"),
