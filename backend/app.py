@@ -1,4 +1,4 @@
-"""The coordinator's FastAPI app: task API, content store API, and the background workers.
+"""The coordinator's FastAPI app: task API, content store API, the dashboard, and the background workers.
 
 Run it with the console script:
 
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 
+from backend.dashboard.pages import install_dashboard
 from backend.errors import install_error_handlers
 from backend.routers import ROUTERS
 from backend.routers.docs import install_offline_docs
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_offline_docs(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_dashboard(app)  # the web pages at /, after the API so no page shadows a route
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

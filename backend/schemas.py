@@ -119,6 +119,7 @@ DecimalAmount = Annotated[str, Field(pattern=r"^[0-9]+$")]
 StoredAmount = int | DecimalAmount
 
 PublicModel = TypeVar("PublicModel", bound=BaseModel)
+PHASES = [phase.name.lower() for phase in RoundPhase]  # the API's names of RoundPhase
 
 
 def octet_stream(description: str) -> dict[str, Any]:
@@ -192,6 +193,25 @@ class TaskSummary(_Public):
     model_cid: Cid | None = Field(
         description="CID of the global model the next (or current) round trains; null before round 1"
     )
+    # Computed from the index (and the chain's phase), not stored: what the dashboard and CLIs show.
+    name: str | None = Field(description="the spec's name; null when this coordinator's store lacks the spec")
+    phase: str | None = Field(
+        description="the current round's phase on chain; none when no round ran yet or the task is closed; "
+        "null when the chain did not answer",
+        json_schema_extra={"enum": [*PHASES, None]},
+    )
+    phase_deadline: int | None = Field(
+        description="chain time (unix seconds) the current phase ends at the latest (it ends early once "
+        "everyone expected acted); null outside the commit, reveal, score-commit and score-reveal phases"
+    )
+    trainers_joined: int = Field(description="trainers joined now (at most terms.max_trainers)")
+    validators_joined: int = Field(description="validators joined now (at most terms.max_validators)")
+    rounds_closed: int = Field(description="rounds finalized or aborted, of terms.rounds")
+    status_text: str = Field(
+        description='where the task stands, in plain words (backend.dashboard.status): e.g. "waiting for 1 '
+        'more trainer (1/2)", "round 3: trainers committing (2/3 committed)", "settling round 3", '
+        '"completed"'
+    )
 
 
 class RoundSummary(_Public):
@@ -227,15 +247,24 @@ class TaskPublic(TaskSummary):
     validators: list[TaskValidator] = Field(
         description="validators joined now (at most terms.max_validators), in the order they joined"
     )
-    phase: str = Field(
+    phase: str = Field(  # never null here: this route needs the chain
         description="the current round's phase on chain; none when no round ran yet or the task is closed",
-        json_schema_extra={"enum": [phase.name.lower() for phase in RoundPhase]},
+        json_schema_extra={"enum": [*PHASES]},
     )
     rounds: list[RoundSummary] = Field(description="every round started, oldest first")
+    refund: DecimalAmount | None = Field(
+        description="what the owner got back when the task ended (the pool's rest), base units; null while open"
+    )
+    chain_time: int = Field(description="chain time of the latest block when this answer was made")
 
 
 class TaskList(_Public):
     tasks: list[TaskSummary] = Field(description="tasks by id, filtered by status when asked")
+    chain_time: int | None = Field(
+        default=None,
+        description="chain time of the latest block when this list was made (phase deadlines count down "
+        "from it); null when the chain did not answer (the phases are then null too)",
+    )
 
 
 class SubmissionPublic(_Public):
@@ -265,6 +294,9 @@ class SubmissionPublic(_Public):
         description="samples it claims, its weight in the aggregate (from the round report); null "
         "unless accepted and published"
     )
+    reason: str = Field(
+        description="the outcome in plain words, with who flagged it (backend.dashboard.status)"
+    )
 
 
 class RoundValidatorPublic(_Public):
@@ -277,6 +309,10 @@ class RoundValidatorPublic(_Public):
     scores: dict[str, str] | None = Field(
         description="its revealed entry per revealed trainer: a decimal score, or a flag (unavailable, "
         "invalid, harmful); null if never revealed"
+    )
+    shares: dict[str, str] | None = Field(
+        description="its scores as the consensus rule normalizes them (n[v][i], 1e18 = all of its positive "
+        "value) by trainer, a flag by name, `self` for its entry for itself; null if never revealed"
     )
     agreement: DecimalAmount | None = Field(
         description="its agreement with the consensus, 1e18 = full; null until finalized"
@@ -332,6 +368,129 @@ class EarningsPublic(_Public):
     claimable: DecimalAmount = Field(
         description="what claim(task_id) pays it now, read from the chain (earned - claimed once indexed)"
     )
+
+
+class MetricPoint(_Public):
+    """One round's point on the task's chart: what the chain says, and what the evaluation set says."""
+
+    round: int = Field(description="round number; 0 is the initial model, before any training")
+    status: RoundState | None = Field(description="the round's status; null for round 0")
+    model_cid: Cid | None = Field(
+        description="the model measured: the round's published aggregate (round 0: the initial model); "
+        "null until published"
+    )
+    closed_at: int | None = Field(
+        description="chain time the round was finalized or aborted; null while open"
+    )
+    revealed: int = Field(description="updates revealed in the round")
+    aggregated: int = Field(description="updates in its aggregate (accepted and worthless)")
+    loss_drop: float | None = Field(
+        description="the loss improvement the validators measured for the round's updates on their own "
+        "held-out data (each one's score entries summed, in loss units), median over the validators that "
+        "revealed; null for round 0 and until the round is finalized"
+    )
+    accuracy: float | None = Field(
+        description="accuracy of `model_cid` on this coordinator's evaluation set (0..1); null without one"
+    )
+    loss: float | None = Field(
+        description="mean cross-entropy of `model_cid` on the evaluation set; null without one"
+    )
+
+
+class TaskMetrics(_Public):
+    """A task's learning curve, one point per round."""
+
+    task_id: int = Field(description="the market's task id")
+    evaluation_samples: int | None = Field(
+        description="samples in this coordinator's evaluation set for the task; null when it holds none"
+    )
+    evaluation: str = Field(description="what accuracy and loss are measured on, or why there are none")
+    points: list[MetricPoint] = Field(description="round 0 (the initial model) and every round started")
+
+
+class Slash(_Public):
+    round: int = Field(description="the round the stake was burned in")
+    amount: DecimalAmount = Field(description="stake burned, base units")
+    reason: str = Field(description="why, in plain words")
+
+
+class TrainerStanding(_Public):
+    """A trainer's record in a task."""
+
+    trainer: HexAddress = Field(description="the trainer's account")
+    joined: bool = Field(description="joined now (false once it left, withdrew or was slashed)")
+    stake: DecimalAmount = Field(description="what it has staked in the task now, base units")
+    earned: DecimalAmount = Field(description="what its updates earned, base units")
+    claimed: DecimalAmount = Field(
+        description="what the account claimed in the task (both roles), base units"
+    )
+    submitted: int = Field(description="rounds it committed an update in")
+    accepted: int = Field(description="rounds its update was accepted (paid) in")
+    slashed: DecimalAmount = Field(description="stake burned in all, base units")
+    slashes: list[Slash] = Field(description="each slash, oldest first")
+
+
+class ValidatorStanding(_Public):
+    """A validator's record in a task."""
+
+    validator: HexAddress = Field(description="the validator's account")
+    joined: bool = Field(description="joined now (false once it left, withdrew or was slashed)")
+    stake: DecimalAmount = Field(description="what it has staked in the task now, base units")
+    rounds_scored: int = Field(description="rounds it revealed a score vector in")
+    agreement: DecimalAmount | None = Field(
+        description="its mean agreement with the consensus over the rounds settled with its scores, "
+        "1e18 = full; null before its first"
+    )
+    earned: DecimalAmount = Field(description="what its scores earned, base units")
+    claimed: DecimalAmount = Field(
+        description="what the account claimed in the task (both roles), base units"
+    )
+    slashed: DecimalAmount = Field(description="stake burned in all, base units")
+    slashes: list[Slash] = Field(description="each slash, oldest first")
+
+
+class TaskStandings(_Public):
+    """Who earned what in a task: the trainers' leaderboard, the validators, the owner's refund."""
+
+    task_id: int = Field(description="the market's task id")
+    owner: HexAddress = Field(description="who posted and funded the task")
+    refund: DecimalAmount | None = Field(
+        description="what the owner got back when the task ended, base units; null while open"
+    )
+    trainers: list[TrainerStanding] = Field(description="every trainer that ever joined, most earned first")
+    validators: list[ValidatorStanding] = Field(
+        description="every validator that ever joined, in the order they joined"
+    )
+
+
+class AccountTask(_Public):
+    """An account's part in one task."""
+
+    task_id: int = Field(description="the market's task id")
+    name: str | None = Field(description="the spec's name; null when this coordinator's store lacks it")
+    status: TaskState = Field(description="the task's on-chain status")
+    roles: list[Literal["owner", "trainer", "validator"]] = Field(description="what the account is in it")
+    earned: DecimalAmount = Field(description="what the task paid it, both roles, base units")
+    earned_as_trainer: DecimalAmount = Field(description="the part paid for its updates")
+    earned_as_validator: DecimalAmount = Field(description="the part paid for its scores")
+    claimed: DecimalAmount = Field(description="what it claimed, base units")
+    unclaimed: DecimalAmount = Field(description="earned - claimed: what claim(task_id) pays it, as indexed")
+    stake: DecimalAmount = Field(description="what it has staked in the task now, both roles, base units")
+    slashed: DecimalAmount = Field(description="stake burned from it in the task, base units")
+    refund: DecimalAmount | None = Field(
+        description="for the owner, what it got back when the task ended; null otherwise or while open"
+    )
+
+
+class AccountPublic(_Public):
+    """Everything this coordinator indexed about one account: its tasks, earnings, claims and stakes."""
+
+    account: HexAddress = Field(description="the account, checksummed")
+    earned: DecimalAmount = Field(description="what every task paid it, base units")
+    claimed: DecimalAmount = Field(description="what it claimed, base units")
+    unclaimed: DecimalAmount = Field(description="earned - claimed, base units")
+    stake: DecimalAmount = Field(description="what it has staked now, all tasks, base units")
+    tasks: list[AccountTask] = Field(description="each task it owns, trains or validates in, by id")
 
 
 class BlobStored(_Public):

@@ -67,7 +67,7 @@ from web3.types import FilterParams
 from fedmarket import protocol
 from fedmarket.abi import REVERT_EXCEPTIONS, ChainEvent, EventDecoder
 from fedmarket.deploy import Deployment
-from fedmarket.errors import ChainError
+from fedmarket.errors import ChainError, ChainUnavailableError, TransactionFailed
 from fedmarket.protocol import PermitSignature, RoundPhase, TaskStatus, TaskTerms
 from fedmarket.transactions import TransactionSender, map_transport_errors
 
@@ -414,8 +414,13 @@ class MarketClient:
         self._require_account()
         assert self._sender is not None
         started = time.perf_counter()
-        with self._node("transaction", fn.fn_name):
-            receipt = self._sender.transact(fn)
+        try:
+            with self._node("transaction", fn.fn_name):
+                receipt = self._sender.transact(fn)
+        except (TransactionFailed, ChainUnavailableError) as exc:
+            if "insufficient funds" in str(exc).lower():  # outside the span: spans never nest
+                raise self._no_gas(fn.fn_name) from exc
+            raise
         seconds = time.perf_counter() - started
         decoded = [e for e in (events.decode(entry) for entry in receipt["logs"]) if e is not None]
         result = TxResult(
@@ -427,6 +432,22 @@ class MarketClient:
         if self.observer is not None:
             self.observer.transaction_mined(fn.fn_name, result, seconds)
         return result
+
+    def _no_gas(self, name: str) -> TransactionFailed:
+        """The node's "insufficient funds for gas * price + value", said as what it means: the one
+        place that maps it (nodes word it differently; every write comes through `_transact`)."""
+        address = self.signer
+        with self._node("read", "eth_getBalance"):
+            balance = self.w3.eth.get_balance(to_checksum_address(address))
+        if balance == 0:
+            return TransactionFailed(
+                f"account {address} has no ETH for gas: {name} was not sent; send it ETH first "
+                "(on the devnet, from any dev account)"
+            )
+        return TransactionFailed(
+            f"account {address} has {Web3.from_wei(balance, 'ether')} ETH, not enough for the gas of {name}; "
+            "send the account more ETH"
+        )
 
     def _market_tx(self, fn) -> TxResult:
         return self._transact(fn, self.market_events)

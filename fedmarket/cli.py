@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmarket.chain import MarketClient
+from fedmarket.display import version_option
 from fedmarket.errors import FedmarketError
 from fedmarket.store import ContentStore, DirectoryStore, HttpStore
 from fedmarket.verify import Finding, verify_task
@@ -30,8 +31,8 @@ errors = Console(stderr=True)
 
 
 @app.callback()
-def _root() -> None:
-    """Keeps `verify` a subcommand while it is the only one."""
+def _root(version: Annotated[bool, version_option("fedmarket")] = False) -> None:
+    """fedmarket for everyone: audit tasks from public data."""
 
 
 def open_store(location: str) -> ContentStore:
@@ -63,7 +64,7 @@ def verify(
         market = MarketClient.connect(rpc_url, deployment)
         results = verify_task(market, open_store(store), task_id, [round_no] if round_no else None)
     except FedmarketError as exc:
-        errors.print(f"[red]error:[/red] cannot verify task {task_id}: {exc}")
+        errors.print(f"[red]error:[/red] cannot verify task {task_id}: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table("round", "status", "facts checked", "result")
     findings: list[Finding] = []

@@ -7,15 +7,18 @@ the binary itself rather than `npx anvil`, because killing npx would orphan the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from fedmarket.errors import ChainError
 
@@ -24,7 +27,9 @@ ANVIL_NPM_BINARY = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd
 CHAIN_ID = 31337
 # Anvil's (and Hardhat's) public development mnemonic: these keys guard nothing but devnet ETH.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_DERIVATION_PATH = "m/44'/60'/0'/0/"
 DEFAULT_ACCOUNTS = 64
+DEV_BALANCE = 10_000  # ETH per dev account
 DEVNET_BLOCK_TIME = 1.0  # the devnet's clock ticks without traffic: phase deadlines pass by themselves
 # Historical states Anvil keeps, in memory only. Without a limit it dumps the state of every old
 # block to ~/.foundry/anvil/tmp and never deletes it: one `make test` wrote 6 GB there (the test
@@ -53,7 +58,7 @@ def free_port() -> int:
 
 def dev_account(index: int) -> LocalAccount:
     """The `index`-th account Anvil funds with devnet ETH (derived from the public dev mnemonic)."""
-    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"{DEV_DERIVATION_PATH}{index}")
 
 
 def dev_accounts(count: int) -> list[LocalAccount]:
@@ -78,12 +83,14 @@ class Anvil:
         accounts: int = DEFAULT_ACCOUNTS,
         block_time: float | None = None,
         log_path: Path | None = None,
+        config_out: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._accounts = accounts
         self._block_time = block_time
         self._log_path = log_path
+        self._config_out = config_out  # anvil writes its accounts and keys here (JSON) at start
         self._process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> Anvil:
@@ -94,11 +101,13 @@ class Anvil:
             "--chain-id", str(CHAIN_ID),
             "--accounts", str(self._accounts),
             "--mnemonic", DEV_MNEMONIC,
-            "--balance", "10000",
+            "--balance", str(DEV_BALANCE),
             "--prune-history", str(HISTORY_STATES),
         ]  # fmt: skip
         if self._block_time:
             command += ["--block-time", str(self._block_time), "--mixed-mining"]
+        if self._config_out:
+            command += ["--config-out", str(self._config_out)]
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -134,12 +143,49 @@ class Anvil:
         self.stop()
 
 
-def main() -> None:
-    """`python -m fedmarket.devnet [--port 8545]`: a devnet in the foreground until Ctrl-C."""
+def banner(config: dict, *, balance: int = DEV_BALANCE) -> str:
+    """Anvil's own start-up listing (accounts, private keys, wallet, chain id), from the JSON it
+    writes with ``--config-out``: what ``anvil`` prints when started by hand."""
+    addresses = [Web3.to_checksum_address(a) for a in config["available_accounts"]]
+    lines = ["", "Available Accounts", "==================", ""]
+    lines += [f"({i}) {address} ({balance} ETH)" for i, address in enumerate(addresses)]
+    lines += ["", "Private Keys", "==================", ""]
+    lines += [f"({i}) {key}" for i, key in enumerate(config["private_keys"])]
+    wallet = config.get("wallet") or {}
+    lines += [
+        "",
+        "Wallet",
+        "==================",
+        f"Mnemonic:          {wallet.get('mnemonic', DEV_MNEMONIC)}",
+    ]
+    lines += [f"Derivation path:   {wallet.get('derivation_path', DEV_DERIVATION_PATH)}", ""]
+    lines += ["Chain ID", "==================", "", str(CHAIN_ID), ""]
+    return "\n".join(lines)
+
+
+def _read_config(path: Path, timeout: float = 10.0) -> dict:
+    """Anvil's --config-out file, once it is written whole."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise ChainError(f"anvil did not write its accounts to {path} within {timeout} s") from None
+            time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m fedmarket.devnet [--port 8545]` (`make devnet`): a devnet in the foreground until
+    Ctrl-C. It prints the accounts and keys as anvil does; anvil's request log goes to --log."""
     import argparse
     import signal
+    import tempfile
+
+    from fedmarket.display import package_version
 
     parser = argparse.ArgumentParser(description="Run a local Anvil devnet (chain id 31337, dev mnemonic).")
+    parser.add_argument("--version", action="version", version=f"fedmarket devnet {package_version()}")
     parser.add_argument("--port", type=int, default=8545)
     parser.add_argument("--accounts", type=int, default=DEFAULT_ACCOUNTS)
     parser.add_argument(
@@ -148,17 +194,32 @@ def main() -> None:
         default=DEVNET_BLOCK_TIME,
         help="seconds between blocks when there is no traffic (0: a block per transaction only)",
     )
-    args = parser.parse_args()
-    with Anvil(port=args.port, accounts=args.accounts, block_time=args.block_time) as node:
-        print(
-            f"devnet on {node.url} (chain id {CHAIN_ID}); {args.accounts} dev accounts with 10000 ETH; "
-            + (f"a block every {args.block_time:g} s without traffic; " if args.block_time else "")
-            + "Ctrl-C stops it"
-        )
+    parser.add_argument(
+        "--log", type=Path, default=Path(".fedmarket/devnet/anvil.log"), help="anvil's own output (appended)"
+    )
+    args = parser.parse_args(argv)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fedmarket-devnet-") as scratch:
+        config_out = Path(scratch) / "anvil.json"
+        node = Anvil(
+            port=args.port, accounts=args.accounts, block_time=args.block_time, log_path=args.log,
+            config_out=config_out,
+        )  # fmt: skip
         try:
-            signal.pause()
+            with node:
+                print(banner(_read_config(config_out)))
+                print(
+                    f"Listening on {node.url} (chain id {CHAIN_ID}); "
+                    + (f"a block every {args.block_time:g} s without traffic; " if args.block_time else "")
+                    + f"anvil's log: {args.log}; Ctrl-C stops it",
+                    flush=True,
+                )
+                signal.pause()
         except KeyboardInterrupt:
-            pass
+            print("devnet stopped")
+        except ChainError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ generic callers (argument parsers, web frameworks) treat them as bad input, not 
     │   ├── UpdateMismatchError        tensor names, shapes, dtypes or metadata differ
     │   └── NonFiniteUpdateError       a tensor holds NaN or infinity
     ├── CompilationError               the Solidity sources did not compile (solc's errors inside)
+    ├── InvalidKeyError (ValueError)   a private key is not exactly 32 bytes of hex (fedmarket.keys)
+    ├── OwnerInputError (ValueError)   an owner's key, amount, spec or data file cannot be used (fedmarket.owner)
     └── ChainError                     talking to the chain failed
         ├── ContractRevert             a contract call reverted with a custom error
         ├── TransactionFailed          a transaction was not mined or failed

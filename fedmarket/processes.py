@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COORDINATOR_COMMAND = [sys.executable, "-m", "backend.app"]
+COORDINATOR_COMMAND = [sys.executable, "-m", "backend.cli"]  # what `fedmarket-coordinator` runs
 
 
 class ProcessGroup:

@@ -7,8 +7,14 @@ rest for the trainers with a Dirichlet(alpha) label skew. It posts the task thro
 with signatures made here, runs every trainer (`fedmarket-trainer run`) and every validator
 (`fedmarket-validator run`) as its own process, prints per-round accuracy of each published model
 and what every participant earned, next to a centrally trained baseline, and runs `fedmarket
-verify` on the finished task. Writes reports/demo.json. Every process it started is stopped at
-the end, on Ctrl-C and on failure.
+verify` on the finished task. Every process it started is stopped at the end, on Ctrl-C and on
+failure.
+
+Writes reports/demo.json for a clean run and reports/demo-<attack>.json for an attack run
+(`--attacker noise` -> demo-noise.json, `--bad-validator inflate` -> demo-inflate.json), unless
+--out says otherwise; the report records the command, the wall time and the machine, so a figure
+quoted from it can be rerun. Logs and state go to --workdir, or to a temporary directory that is
+deleted after a successful run and kept (its path printed) when the demo fails or is interrupted.
 
     python scripts/demo.py --trainers 5 --validators 3 --rounds 10 --dataset mnist \
         [--attacker sign-flip|noise|free-rider] [--bad-validator inflate|random|lazy]
@@ -19,9 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shlex
+import shutil
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,14 +47,16 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import subprocess  # noqa: E402
 
+from backend.dashboard.evaluation import EVALUATION_DIR  # noqa: E402
 from fedmarket.chain import MarketClient  # noqa: E402
 from fedmarket.cid import cid_from_digest  # noqa: E402
 from fedmarket.client import CoordinatorClient  # noqa: E402
-from fedmarket.consensus import SCALE, UNAVAILABLE, normalized_scores  # noqa: E402
+from fedmarket.consensus import FLAGS, HARMFUL, INVALID, SCALE, UNAVAILABLE, normalized_scores  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import DEVNET_BLOCK_TIME, Anvil, dev_account, free_port  # noqa: E402
+from fedmarket.display import iso_time, package_version  # noqa: E402
 from fedmarket.learning import LocalData, evaluate, train  # noqa: E402
 from fedmarket.ledger import read_round  # noqa: E402
 from fedmarket.models import build_model  # noqa: E402
@@ -55,18 +68,21 @@ from fedmarket.store import HttpStore  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
 from trainer.attacks import ATTACKS, BAD_VALIDATORS  # noqa: E402
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and addresses stay whole, to copy
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX, FIRST_VALIDATOR_INDEX = 1, 2, 4, 40  # Anvil dev accounts
 TEST_FRACTION, VALIDATOR_FRACTION = 0.15, 0.07  # the demo's test split; each validator's held-out split
 REWARD_POOL = 10_000 * ONE_TOKEN
 MIN_STAKE = 100 * ONE_TOKEN
 TRAINER_FUNDS = 1_000 * ONE_TOKEN
+REPORTS = REPO_ROOT / "reports"
+FLAG_NAMES = {HARMFUL: "harmful", INVALID: "invalid", UNAVAILABLE: "unavailable"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"fedmarket demo {package_version()}")
     parser.add_argument("--trainers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -83,7 +99,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dp-noise", type=float, default=None, help="trainers use DP-SGD with this noise multiplier"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "demo.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON report (default: reports/demo.json, or reports/demo-<attack>.json for an attack run)",
+    )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep logs and state here (default: a temp dir)"
     )
@@ -97,7 +118,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--validators must be between 1 and 8")
     if args.bad_validator and args.validators < 3:
         parser.error("--bad-validator needs at least 3 validators (an honest majority to outvote it)")
+    args.out = args.out or default_report_path(args)
+    args.command = " ".join(
+        ["python scripts/demo.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]
+    )
     return args
+
+
+def default_report_path(args: argparse.Namespace) -> Path:
+    """reports/demo.json for the clean run (the one the README's table starts from), and a file of
+    its own per attack, so an attack run never overwrites the clean one."""
+    attacks = [a for a in (args.attacker, args.bad_validator) if a]
+    return REPORTS / ("demo.json" if not attacks else f"demo-{'-'.join(attacks)}.json")
+
+
+def machine() -> dict:
+    """What the wall time was measured on."""
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "torch": torch.__version__, "load_average_at_start": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
 
 
 def centralized_accuracy(
@@ -112,6 +152,8 @@ def centralized_accuracy(
 
 def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.monotonic()
+    started_at = time.time()
+    box = machine()  # before the demo's own processes load the machine
     processes = ProcessGroup()
     with ExitStack() as stack:
         console.rule(
@@ -196,6 +238,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         posted = api.post_task(spec=spec, terms=terms, owner_key=owner.key, market=market)
         task_id = posted["task_id"]
         console.print(f"task {task_id} posted through the API (spec {posted['spec_cid']})")
+        # The demo's test split doubles as the coordinator's evaluation set: the dashboard charts
+        # each published model's accuracy on it (backend/dashboard/evaluation.py).
+        save_npz(workdir / "coordinator" / EVALUATION_DIR / f"{task_id}.npz", X_test, y_test)
+        console.print(f"dashboard {api_url}/tasks/{task_id} (open it while the demo runs)")
 
         validator_roles = ["owner"] + ["independent"] * (args.validators - 1)
         if args.bad_validator:
@@ -246,6 +292,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
                 console.print(f"[yellow]{account.address} exited with {proc.returncode}[/yellow]")
 
         earned, slashed, agreements = earnings(market, task_id)
+        slashes = slash_reasons(market, task_id)
         claimed = {
             e.args["account"]: e.args["amount"] for e in market.iter_events("RewardsClaimed", task_id=task_id)
         }
@@ -264,6 +311,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
                 "earned": earned["trainer"].get(account.address, 0) / ONE_TOKEN,
                 "claimed": summary.get("claimed", 0) / ONE_TOKEN,
                 "slashed": slashed["trainer"].get(account.address, 0) / ONE_TOKEN,
+                "slashes": slashes.get(account.address, []),
                 "gas": summary.get("gas_used", 0),
                 "epsilon": summary.get("epsilon"),
             })  # fmt: skip
@@ -274,6 +322,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
                 "stake": MIN_STAKE / ONE_TOKEN,
                 "earned": earned["validator"].get(account.address, 0) / ONE_TOKEN,
                 "slashed": slashed["validator"].get(account.address, 0) / ONE_TOKEN,
+                "slashes": slashes.get(account.address, []),
                 "agreement": (
                     sum(agreements[account.address]) / len(agreements[account.address]) / SCALE
                     if agreements.get(account.address) else None
@@ -300,6 +349,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             spec, union, test, epochs=args.rounds * args.local_epochs, seed=args.seed
         )
         report = {
+            "command": args.command,
+            "fedmarket_version": package_version(),
+            "started_at": iso_time(started_at),
+            "machine": box,
             "task_id": task_id,
             "dataset": args.dataset,
             "attacker": args.attacker,
@@ -344,6 +397,36 @@ def earnings(market: MarketClient, task_id: int) -> tuple[dict, dict, dict]:
                 slashed["validator"].get(args["validator"], 0) + args["amount"]
             )
     return earned, slashed, agreements
+
+
+def slash_reasons(market: MarketClient, task_id: int) -> dict[str, list[dict]]:
+    """Per account, every slash with its round and why, from the chain alone: a trainer slashed
+    without a settlement did not reveal; a rejected one is named by the flag most of the score
+    vectors raised (harmful, invalid); a slashed validator committed scores and did not reveal."""
+    found: dict[str, list[dict]] = {}
+    for round_no in range(1, market.task(task_id).current_round + 1):
+        ledger = read_round(market, task_id, round_no)
+        for trainer, amount in ledger.trainer_slashes.items():
+            if trainer not in ledger.settled_trainers:
+                reason = "did not reveal"
+            else:
+                at = ledger.trainers.index(trainer)
+                flags = Counter(v[at] for v in ledger.score_reveals.values() if v[at] in FLAGS)
+                reason = FLAG_NAMES[flags.most_common(1)[0][0]] if flags else "rejected"
+            found.setdefault(trainer, []).append(
+                {"round": round_no, "amount": amount / ONE_TOKEN, "reason": reason}
+            )
+        for validator, amount in ledger.validator_slashes.items():
+            found.setdefault(validator, []).append(
+                {"round": round_no, "amount": amount / ONE_TOKEN, "reason": "did not reveal scores"}
+            )
+    return found
+
+
+def slashed_why(row: dict) -> str:
+    """`50.00 (round 1: harmful)`: what a participant lost and what for."""
+    reasons = "; ".join(f"round {s['round']}: {s['reason']}" for s in row["slashes"])
+    return f"{row['slashed']:.2f} ({reasons})" if reasons else f"{row['slashed']:.2f}"
 
 
 def median_guarantee(market: MarketClient, task_id: int, honest: Sequence[str]) -> dict:
@@ -433,20 +516,21 @@ def watch_rounds(
 
 
 def print_report(report: dict) -> None:
-    table = Table(title="trainers")
-    for column in ("address", "role", "samples", "stake", "earned", "claimed", "slashed", "gas"):
-        table.add_column(column, justify="right" if column not in ("address", "role") else "left")
+    left = ("address", "role", "slashed (why)")
+    table = Table(title="trainers (FMT)")
+    for column in ("address", "role", "samples", "stake", "earned", "claimed", "slashed (why)", "gas"):
+        table.add_column(column, justify="left" if column in left else "right")
     for t in report["trainers"]:
         table.add_row(t["address"], t["role"], str(t["samples"]), f"{t['stake']:.0f}", f"{t['earned']:.2f}",
-                      f"{t['claimed']:.2f}", f"{t['slashed']:.2f}", f"{t['gas']:,}")  # fmt: skip
+                      f"{t['claimed']:.2f}", slashed_why(t), f"{t['gas']:,}")  # fmt: skip
     console.print(table)
-    validators = Table(title="validators")
-    for column in ("address", "role", "stake", "agreement", "earned", "slashed"):
-        validators.add_column(column, justify="right" if column not in ("address", "role") else "left")
+    validators = Table(title="validators (FMT)")
+    for column in ("address", "role", "stake", "agreement", "earned", "slashed (why)"):
+        validators.add_column(column, justify="left" if column in left else "right")
     for v in report["validators"]:
         agreement = f"{v['agreement']:.3f}" if v["agreement"] is not None else "-"
         validators.add_row(v["address"], v["role"], f"{v['stake']:.0f}", agreement, f"{v['earned']:.2f}",
-                           f"{v['slashed']:.2f}")  # fmt: skip
+                           slashed_why(v))  # fmt: skip
     console.print(validators)
     console.print(f"fedmarket verify exited with {report['verify_exit_code']}")
     guarantee = report["median_guarantee"]
@@ -458,24 +542,35 @@ def print_report(report: dict) -> None:
         f"federated accuracy {report['federated_accuracy']:.4f} vs centralized {report['centralized_accuracy']:.4f}; "
         f"market now holds {report['market_balance']:.2f} FMT; wall time {report['wall_seconds']} s"
     )
+    box = report["machine"]
+    console.print(
+        f"started {report['started_at']} on {box['cpus']} CPUs (load {box['load_average_at_start']}), "
+        f"{box['platform']}; rerun: {report['command']}",
+        soft_wrap=True,
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # the baseline shares two cores with the coordinator and the trainers
-    with ExitStack() as stack:
-        workdir = args.workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="fedmarket-demo-"))
-        )
-        workdir.mkdir(parents=True, exist_ok=True)
-        try:
-            report = run_demo(args, workdir)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted; every process was stopped[/yellow]")
-            return 130
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report written to {args.out}")
+    temporary = args.workdir is None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fedmarket-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = run_demo(args, workdir)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted; every process was stopped; logs kept in {workdir}[/yellow]")
+        return 130
+    except Exception as exc:  # the logs are what explains it: keep them, say where
+        traceback.print_exc()
+        console.print(f"[red]the demo failed: {exc}[/red]\nlogs kept in {workdir}", soft_wrap=True)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"report written to {args.out}")
+    if temporary:
+        shutil.rmtree(workdir, ignore_errors=True)
+        console.print(f"logs in {workdir} deleted (pass --workdir DIR to keep them)")
     return 0
 
 

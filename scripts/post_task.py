@@ -1,14 +1,12 @@
-"""Post a training task through the coordinator's API, as a task owner.
+"""Post a task on a bundled data set, as a task owner: a short example over `fedmarket.owner`,
+the code behind `fedmarket-owner post` (which does the same from the owner's own files).
 
     python scripts/post_task.py --owner-key 0x... --dataset digits --rounds 3 --shards 3 --shard-dir data/
 
-The owner's key signs the EIP-712 task terms and the EIP-2612 permit for the reward pool here,
-on the owner's machine; only signatures go to the coordinator, which relays the transaction (the
-owner needs tokens, no gas). 20% of the data set stays with the owner as its held-out split,
-written to `<shard-dir>/validator-owner.npz` for the owner's own validator (`fedmarket-validator
-run TASK --data data/validator-owner.npz --key <owner key>`; it never leaves the owner's machine);
-`--shards N` writes the rest as N label-skewed NPZ files that trainer nodes can use
-(`fedmarket-trainer run TASK --data data/trainer-0.npz`).
+The key signs the terms and the pool's permit here; the coordinator relays the transaction. 20%
+of the data stays with the owner as its validation split (`<shard-dir>/validator-owner.npz`, for
+`fedmarket-validator run TASK --data ...`); `--shards N` writes the rest as N label-skewed trainer
+files (`<shard-dir>/trainer-<i>.npz`). `digit_task_spec` is the demo's model for these data sets.
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from fedmarket.chain import MarketClient  # noqa: E402
 from fedmarket.client import CoordinatorClient  # noqa: E402
-from fedmarket.datasets import DATASETS, dirichlet_split, load_dataset, save_npz, train_test_split  # noqa: E402
+from fedmarket.datasets import DATASETS, load_dataset  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN  # noqa: E402
-from fedmarket.protocol import TaskTerms  # noqa: E402
+from fedmarket.owner import OwnerData, TermsOptions, parse_private_key, plan_split, post_with_split  # noqa: E402
 from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
 
 
@@ -64,42 +62,33 @@ def main(argv=None) -> int:
     parser.add_argument("--deployment", type=Path, default=REPO_ROOT / "deployments" / "local.json")
     parser.add_argument("--dataset", choices=DATASETS, default="digits")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--min-trainers", type=int, default=2)
-    parser.add_argument("--max-trainers", type=int, default=10)
     parser.add_argument("--pool", type=int, default=1000, help="reward pool in whole tokens")
     parser.add_argument("--stake", type=int, default=10, help="trainer and validator stake in whole tokens")
-    parser.add_argument("--min-validators", type=int, default=1, help="score vectors a round needs")
-    parser.add_argument("--max-validators", type=int, default=5)
     parser.add_argument("--shards", type=int, default=0, help="also write N trainer data shards")
     parser.add_argument("--shard-dir", type=Path, default=Path("data"))
-    parser.add_argument(
-        "--dp-noise", type=float, default=None, help="ask trainers for DP-SGD with this noise multiplier"
-    )
+    parser.add_argument("--dp-noise", type=float, default=None, help="ask trainers for DP-SGD")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    owner = parse_private_key(args.owner_key)
     market = MarketClient.connect(args.rpc_url, args.deployment)
     X, y = load_dataset(args.dataset)
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.2, seed=args.seed)
     spec = digit_task_spec(args.dataset, X.shape[1], seed=args.seed, dp_noise=args.dp_noise)
+    data = OwnerData.from_arrays(X, y, spec)
+    files = plan_split(
+        data, validation_path=args.shard_dir / "validator-owner.npz", shards=args.shards,
+        shards_dir=args.shard_dir, alpha=0.5, seed=args.seed,
+    )  # fmt: skip
+    options = TermsOptions(
+        pool=args.pool * ONE_TOKEN, rounds=args.rounds, stake=args.stake * ONE_TOKEN,
+        validator_stake=args.stake * ONE_TOKEN,
+    )  # fmt: skip
     with CoordinatorClient(args.coordinator) as api:
-        coordinator_address = api.info()["coordinator"]
-        terms = TaskTerms(
-            spec_hash=spec.spec_hash(), coordinator=coordinator_address, rounds=args.rounds,
-            min_trainers=args.min_trainers, max_trainers=args.max_trainers, slash_bps=5000,
-            commit_window=120, reveal_window=60, reward_pool=args.pool * ONE_TOKEN, min_stake=args.stake * ONE_TOKEN,
-            min_validators=args.min_validators, max_validators=args.max_validators, validator_share_bps=1_000,
-            score_window=120, score_reveal_window=60, min_validator_stake=args.stake * ONE_TOKEN,
-        )  # fmt: skip
-        posted = api.post_task(spec=spec, terms=terms, owner_key=args.owner_key, market=market)
-    held_out = save_npz(args.shard_dir / "validator-owner.npz", X_val, y_val)
+        terms = options.to_terms(spec, api.info()["coordinator"])
+        posted = post_with_split(api, market, spec=spec, terms=terms, owner=owner, data=data, files=files)
     print(f"task {posted['task_id']} posted (spec {posted['spec_cid']}, tx {posted['tx_hash']})")
-    print(f"the owner's held-out split for its validator: {held_out} ({len(y_val)} samples)")
-    if args.shards:
-        parts = dirichlet_split(y_train, parts=args.shards, alpha=0.5, seed=args.seed, min_size=20)
-        for i, part in enumerate(parts):
-            path = save_npz(args.shard_dir / f"trainer-{i}.npz", X_train[part], y_train[part])
-            print(f"trainer data shard {path} ({len(part)} samples)")
+    for file in files:
+        print(f"{file.role} data: {file.path} ({len(file.rows)} samples)")
     return 0
 
 

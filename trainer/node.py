@@ -17,9 +17,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmarket.chain import MarketClient, TrainerInfo
+from fedmarket.chain import MarketClient, TaskInfo, TrainerInfo
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
+from fedmarket.display import fmt, iso_time
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.files import atomic_write
 from fedmarket.learning import LocalData, train
@@ -28,7 +29,7 @@ from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment
 from fedmarket.rounds import DeltaRewrite, fetch_model, prepare_update
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
-from trainer.round_node import EventSink, RoundNode, RoundSummary
+from trainer.round_node import EventSink, RoundNode, RoundSummary, Standing
 
 log = logging.getLogger("fedmarket.trainer")
 
@@ -79,7 +80,7 @@ class StateDir:
             raise NodeError(f"{blob} does not match its recorded hash; the state dir is damaged")
         return state, update
 
-    def write_summary(self, summary: NodeSummary) -> Path:
+    def write_summary(self, summary: RoundSummary) -> Path:
         """What the node did in this task, as JSON (read by `status` and the demo)."""
         path = self.path / "summary.json"
         atomic_write(path, json.dumps(summary.__dict__).encode())
@@ -138,11 +139,36 @@ class TrainerNode(RoundNode):
         balance = self.chain.token_balance(self.address)
         if balance < info.terms.min_stake:
             raise NodeError(
-                f"{self.address} holds {balance} tokens; joining task {self.task_id} needs a stake of {info.terms.min_stake}"
+                f"{self.address} holds {fmt(balance)}; joining task {self.task_id} needs a stake of "
+                f"{fmt(info.terms.min_stake)}"
             )
         self._track(self.chain.ensure_allowance(info.terms.min_stake))
         self._track(self.chain.join(self.task_id, auto_approve=False))
         self._emit("joined", {"stake": info.terms.min_stake})
+
+    def standing(self, round_no: int, info: TaskInfo) -> Standing | None:
+        on_chain = self.chain.commitment(self.task_id, self.address)
+        phase = self.chain.phase(self.task_id)
+        deadlines = self.chain.round(self.task_id, round_no)
+        if on_chain.round_no == round_no:
+            if on_chain.revealed:
+                return Standing(round_no, "revealed")
+            if phase in (RoundPhase.COMMIT, RoundPhase.REVEAL):
+                return Standing(
+                    round_no, "committed", next="reveal", not_yet="not yet revealed", deadline_name="reveal",
+                    deadline=deadlines.reveal_deadline, at_stake=self.slashable(info),
+                )  # fmt: skip
+            return Standing(
+                round_no,
+                f"committed and not revealed by the reveal deadline ({iso_time(deadlines.reveal_deadline)}): "
+                f"{fmt(self.slashable(info))} of the stake is slashed when the round settles",
+            )
+        if phase == RoundPhase.COMMIT and self.state.load(round_no) is not None:
+            return Standing(
+                round_no, "trained", next="commit the saved update", not_yet="not yet committed",
+                deadline_name="commit", deadline=deadlines.commit_deadline,
+            )  # fmt: skip
+        return None
 
     # ------------------------------------------------------------------ a round
 

@@ -3,7 +3,10 @@
 Each node asks the chain, not its disk, which round and phase it is in and whether it already
 acted, so a restarted node picks up where it was. A subclass names the phases it acts in and what
 it does there (:meth:`RoundNode.act`) and how to read its own membership (:meth:`RoundNode.member`);
-the loop, gas accounting, claims and the stake's return at the end live here, once.
+the loop, gas accounting, claims and the stake's return at the end live here, once, and so do
+the two sentences a person reads about a node's progress: what a restarted node resumes
+(:meth:`RoundNode.resume_note`) and what stopping it now leaves pending (:meth:`RoundNode.pending`),
+both from :meth:`RoundNode.standing`, which each role reads from its state dir and the chain.
 """
 
 from __future__ import annotations
@@ -14,12 +17,28 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedmarket.chain import MarketClient, TaskInfo
+from fedmarket.display import duration, fmt, iso_time
 from fedmarket.protocol import RoundPhase, TaskStatus
 from fedmarket.rounds import fetch_spec
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
 
 EventSink = Callable[[str, dict], None]
+BPS = 10_000  # basis points: the terms' slash_bps
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What this node has done in a round and what it still must do there, from its state dir and
+    the chain (never from memory: a restarted node reads the same)."""
+
+    round: int
+    done: str  # "committed", "scores committed", "trained", "revealed", ...
+    next: str | None = None  # what it does next ("reveal"); None: nothing left in this round
+    not_yet: str | None = None  # the same, undone ("not yet revealed")
+    deadline_name: str | None = None  # "reveal", "commit", "score-reveal"
+    deadline: int | None = None  # chain time by which `next` must happen
+    at_stake: int = 0  # tokens slashed if `next` does not happen in time
 
 
 @dataclass
@@ -83,6 +102,63 @@ class RoundNode:
         """Whether the stake may be taken back now that the task ended or the node was removed."""
         return True
 
+    def standing(self, round_no: int, info: TaskInfo) -> Standing | None:
+        """Where this node stands in `round_no` (the current round); None when it has done nothing there."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ what a person reads
+
+    def slashable(self, info: TaskInfo) -> int:
+        """What a slash in this task would burn of this node's stake now."""
+        return self.member().stake * info.terms.slash_bps // BPS
+
+    def resume_note(self) -> str | None:
+        """What a (re)started node picks up, e.g. "round 3: committed, will reveal"; None on a fresh start."""
+        info = self.chain.task(self.task_id)
+        if info.status != TaskStatus.OPEN or info.current_round == 0:
+            return None
+        standing = self.standing(info.current_round, info)
+        if standing is None:
+            return None
+        then = f"will {standing.next}" if standing.next else "waiting for the round to settle"
+        return f"round {standing.round}: {standing.done}, {then}"
+
+    def pending(self, command: str = "the same command") -> str:
+        """What stopping now leaves undone, and until when it can be done (Ctrl-C prints this)."""
+        again = f"run {command} again"
+        info = self.chain.task(self.task_id)
+        if info.status != TaskStatus.OPEN or not self.member().joined:
+            where = (
+                f"task {self.task_id} is {info.status.name.lower()}" if info.status != TaskStatus.OPEN else ""
+            )
+            where = where or f"not in task {self.task_id} (not joined yet, or removed)"
+            claimable = self.chain.claimable(self.task_id, self.address)
+            return f"stopped: {where}; " + (
+                f"{fmt(claimable)} to claim (the claim command)" if claimable else "nothing pending"
+            )
+        if info.current_round == 0:
+            return f"stopped before round 1: nothing pending — {again} to take part in the rounds"
+        standing = self.standing(info.current_round, info)
+        if standing is None or standing.next is None or standing.deadline is None:
+            done = f" {standing.done};" if standing is not None else ""
+            return (
+                f"stopped in round {info.current_round}:{done} nothing pending — {again} to take part in "
+                "the next rounds and claim at the end"
+            )
+        # The next block's time: the chain's clock, or the wall clock where a devnet mines only on
+        # traffic and its last block is old (the next block then takes the wall clock's time).
+        left = standing.deadline - max(self.chain.chain_time(), int(time.time()))
+        when = f"{iso_time(standing.deadline)}, in {duration(left)}"
+        then = (
+            f"or {fmt(standing.at_stake)} of the stake is slashed"
+            if standing.at_stake
+            else "to take part in this round"
+        )
+        return (
+            f"stopped in round {standing.round}: {standing.done}, {standing.not_yet} — {again} before the "
+            f"{standing.deadline_name} deadline ({when}) {then}"
+        )
+
     # ------------------------------------------------------------------ the loop
 
     def spec(self) -> TaskSpec:
@@ -97,6 +173,9 @@ class RoundNode:
     def run(self, *, claim: bool = True, stop: Callable[[], bool] = lambda: False) -> RoundSummary:
         self.ensure_joined()
         spec = self.spec()
+        note = self.resume_note()
+        if note is not None:
+            self._emit("resumed", {"round": self.chain.task(self.task_id).current_round, "note": note})
         while not stop():
             info = self.chain.task(self.task_id)
             if info.status != TaskStatus.OPEN:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedmarket.chain import MarketClient, TaskInfo, ValidatorInfo
 from fedmarket.cid import cid_from_digest
+from fedmarket.display import fmt, iso_time
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.files import atomic_write
 from fedmarket.learning import LocalData
@@ -30,7 +31,7 @@ from fedmarket.rounds import fetch_model
 from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
-from trainer.round_node import EventSink, RoundNode, RoundSummary
+from trainer.round_node import EventSink, RoundNode, RoundSummary, Standing
 
 log = logging.getLogger("fedmarket.validator")
 # Demo only: how a dishonest validator rewrites its honest vector (see trainer/attacks.py).
@@ -136,16 +137,42 @@ class ValidatorNode(RoundNode):
         stake = self.stake if self.stake is not None else info.terms.min_validator_stake
         if stake < info.terms.min_validator_stake:
             raise ValidatorError(
-                f"a stake of {stake} is below the task's minimum of {info.terms.min_validator_stake}"
+                f"a stake of {fmt(stake)} is below the task's minimum of {fmt(info.terms.min_validator_stake)}"
             )
         balance = self.chain.token_balance(self.address)
         if balance < stake:
             raise ValidatorError(
-                f"{self.address} holds {balance} tokens; validating needs a stake of {stake}"
+                f"{self.address} holds {fmt(balance)}; validating needs a stake of {fmt(stake)}"
             )
         self._track(self.chain.ensure_allowance(stake))
         self._track(self.chain.join_as_validator(self.task_id, self.data_hash, stake, auto_approve=False))
         self._emit("joined", {"stake": stake, "data_hash": self.data_hash.hex()})
+
+    def standing(self, round_no: int, info: TaskInfo) -> Standing | None:
+        on_chain = self.chain.score_commitment(self.task_id, self.address)
+        phase = self.chain.phase(self.task_id)
+        deadlines = self.chain.round(self.task_id, round_no)
+        if on_chain.round_no == round_no:
+            if on_chain.revealed:
+                return Standing(round_no, "scores revealed")
+            if phase in (RoundPhase.SCORE_COMMIT, RoundPhase.SCORE_REVEAL):
+                return Standing(
+                    round_no, "scores committed", next="reveal", not_yet="not yet revealed",
+                    deadline_name="score-reveal", deadline=deadlines.score_reveal_deadline,
+                    at_stake=self.slashable(info),
+                )  # fmt: skip
+            return Standing(
+                round_no,
+                f"scores committed and not revealed by the score-reveal deadline "
+                f"({iso_time(deadlines.score_reveal_deadline)}): {fmt(self.slashable(info))} of the stake is "
+                "slashed when the round settles",
+            )
+        if phase == RoundPhase.SCORE_COMMIT and self.state.load(round_no) is not None:
+            return Standing(
+                round_no, "scored", next="commit the saved scores", not_yet="scores not yet committed",
+                deadline_name="score-commit", deadline=deadlines.score_commit_deadline,
+            )  # fmt: skip
+        return None
 
     def act(self, round_no: int, phase: RoundPhase, spec: TaskSpec) -> bool:
         on_chain = self.chain.score_commitment(self.task_id, self.address)

@@ -1,5 +1,5 @@
 """One router per resource, collected here."""
 
-from backend.routers import blobs, health, tasks
+from backend.routers import accounts, blobs, health, tasks
 
-ROUTERS = [tasks.router, blobs.router, health.router]
+ROUTERS = [tasks.router, accounts.router, blobs.router, health.router]

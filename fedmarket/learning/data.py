@@ -55,9 +55,9 @@ def load_local_data(path: str | Path, spec: TaskSpec) -> LocalData:
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
     if fmt == "npz":
-        features, labels = _read_npz(path, name=path.name)
+        features, labels = read_npz(path, name=path.name)
     else:
-        features, labels = _read_csv(path, label_column=spec.data.label_column)
+        features, labels = read_csv(path, label_column=spec.data.label_column)
     return check_local_data(features, labels, spec, source=path.name)
 
 
@@ -143,11 +143,11 @@ def _labels(labels: np.ndarray, *, n: int, num_classes: int, source: str) -> np.
 
 def parse_npz(data: bytes, spec: TaskSpec, *, source: str = "the upload") -> LocalData:
     """An NPZ archive held in memory (an upload), read and checked like :func:`load_local_data`."""
-    features, labels = _read_npz(io.BytesIO(data), name=source)
+    features, labels = read_npz(io.BytesIO(data), name=source)
     return check_local_data(features, labels, spec, source=source)
 
 
-def _read_npz(file: Path | io.BytesIO, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+def read_npz(file: Path | io.BytesIO, *, name: str) -> tuple[np.ndarray, np.ndarray]:
     if not zipfile.is_zipfile(file):  # else np.load tries to unpickle it and blames "pickled data"
         raise DataMismatchError(
             f"{name} is not a readable npz archive (not a zip file); the task expects npz data"
@@ -173,7 +173,7 @@ def _read_npz(file: Path | io.BytesIO, *, name: str) -> tuple[np.ndarray, np.nda
         ) from exc
 
 
-def _read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+def read_csv(path: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header:

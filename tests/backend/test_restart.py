@@ -2,7 +2,7 @@
 every round is settled once by the contract and its model published once; its database can be
 rebuilt from the chain alone.
 
-The crash test runs the real service (`python -m backend.app`) as a subprocess with its
+The crash test runs the real service (`python -m backend.cli`, i.e. `fedmarket-coordinator`) as a subprocess with its
 background indexer and orchestrator threads, and SIGKILLs it in the middle of rounds, while the
 test plays the trainers and the validators.
 """
@@ -47,7 +47,7 @@ KILL_SEED = 20240601  # the random kill delays; change it to try other crash poi
 
 
 class CoordinatorProcess:
-    """`python -m backend.app` on a fixed port and data dir: start, SIGKILL, start again."""
+    """`python -m backend.cli` on a fixed port and data dir: start, SIGKILL, start again."""
 
     def __init__(self, env, data_dir: Path, log: Path) -> None:
         self.port = free_port()

@@ -1,19 +1,32 @@
 """Browser tests: Playwright for Python driving Debian's chromium (`make setup` installs it;
 Playwright's own browser download cannot work offline), against a coordinator served over real
-HTTP on a real Anvil. Every page is watched for console errors and for requests to other hosts."""
+HTTP on a real Anvil. Every page is watched for console errors and for requests to other hosts.
+
+`live_coordinator` is a coordinator whose indexer tails the chain in the background while the
+test plays the trainers, the validators and each orchestrator step itself (testkit.coordinator),
+so a page shows a real round as it runs."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from backend.app import create_app
+from fedmarket.chain import MarketClient
+from fedmarket.client import CoordinatorClient
+from fedmarket.datasets import load_dataset, train_test_split
+from fedmarket.errors import FedmarketError
+from fedmarket.learning import LocalData
+from fedmarket.store import HttpStore
+from testkit.coordinator import Coordinator, Digits
 from testkit.market import REPO_ROOT, coordinator_settings
 from testkit.served import served
 
@@ -43,6 +56,57 @@ def coordinator_url(fresh_market, tmp_path) -> Iterator[str]:
     settings = coordinator_settings(fresh_market, tmp_path / "coordinator", run_orchestrators=False)
     with served(create_app(settings)) as url:
         yield url
+
+
+INDEX_INTERVAL = 0.2  # seconds between the background indexer's polls
+
+
+@dataclass
+class LiveCoordinator:
+    """A coordinator served over HTTP (`url`), its data under `data_dir`, and the testkit handle
+    (`coordinator`: step the orchestrator, the SDK clients over HTTP) the test plays a round with."""
+
+    url: str
+    data_dir: Path
+    coordinator: Coordinator
+
+
+@pytest.fixture
+def live_coordinator(fresh_market, tmp_path) -> Iterator[LiveCoordinator]:
+    """A real coordinator over HTTP whose indexer runs in the background, as its Supervisor's
+    would; no orchestrator thread: the test takes each step, so every state it checks holds."""
+    data_dir = tmp_path / "coordinator"
+    app = create_app(coordinator_settings(fresh_market, data_dir, run_orchestrators=False))
+    with served(app) as url, httpx.Client(base_url=url) as http:
+        services = app.state.services
+        stop = threading.Event()
+
+        def index() -> None:
+            while not stop.is_set():
+                try:
+                    services.indexer.sync_once()
+                except FedmarketError:  # the chain blinked: try again, as the Supervisor does
+                    pass
+                stop.wait(INDEX_INTERVAL)
+
+        indexer = threading.Thread(target=index, name="test-indexer", daemon=True)
+        indexer.start()
+        try:
+            with CoordinatorClient(url) as api, HttpStore(url) as store_client:
+                market = MarketClient.connect(fresh_market.rpc_url, fresh_market.deployment)
+                handle = Coordinator(fresh_market, http, services, market, api, store_client, lambda: None)
+                yield LiveCoordinator(url, data_dir, handle)
+        finally:
+            stop.set()
+            indexer.join(10)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    """scikit-learn's digits, 30% held out for validators (the split the backend tests use)."""
+    X, y = load_dataset("digits")
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_fraction=0.3, seed=0)
+    return Digits(LocalData(X_train, y_train), LocalData(X_val, y_val))
 
 
 @dataclass

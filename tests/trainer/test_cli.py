@@ -6,8 +6,12 @@ exit code 1, no traceback, and nothing staked. The happy paths show what a user 
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
+from eth_account import Account
 from typer.testing import CliRunner
 
 from fedmarket.datasets import save_npz
@@ -72,7 +76,18 @@ def sample_file(tmp_path, name: str, *, n: int = 12, features: int = 8, classes:
 
 def test_malformed_key_is_refused(cli, make_task):
     task_id = make_task()
-    assert_user_error(cli("join", str(task_id), key="0x1234"), "not a valid private key")
+    assert_user_error(cli("join", str(task_id), key="0x1234"), "the trainer key has 4 hex digits, not 64")
+
+
+def test_a_key_missing_a_digit_is_refused_not_taken_for_another_account(
+    cli, make_task, trainer_services, trainers
+):
+    task_id = make_task()
+    short = "0x" + key_of(trainers[0]).removeprefix("0x")[:-1]
+    padded = Account.from_key(short).address  # the account eth-account would have signed for
+    assert_user_error(cli("join", str(task_id), key=short), "the trainer key has 63 hex digits, not 64")
+    assert not trainer_services.market().trainer(task_id, padded).joined
+    assert not trainer_services.market().trainer(task_id, trainers[0].address).joined
 
 
 def test_missing_key_says_how_to_give_one(cli, make_task):
@@ -156,10 +171,20 @@ def test_account_without_tokens_cannot_join(cli, make_task, trainer_services):
     broke = dev_account(UNFUNDED_INDEX)
     assert trainer_services.market().token_balance(broke.address) == 0
     message = assert_user_error(
-        cli("join", str(task_id), key=key_of(broke)), f"{broke.address} holds 0 tokens"
+        cli("join", str(task_id), key=key_of(broke)), f"{broke.address} holds 0.0000 FMT"
     )
-    assert f"stake of {MIN_STAKE}" in message
+    assert "needs a stake of 10.0000 FMT" in message
     assert not trainer_services.market().trainer(task_id, broke.address).joined
+
+
+def test_account_without_eth_for_gas_says_so(cli, make_task, trainer_services, trainers):
+    task_id = make_task()
+    fresh = Account.create()  # tokens, but never any ETH
+    trainer_services.market(trainers[6]).transfer(fresh.address, 2 * MIN_STAKE)
+    assert_user_error(
+        cli("join", str(task_id), key=key_of(fresh)), f"account {fresh.address} has no ETH for gas"
+    )
+    assert not trainer_services.market().trainer(task_id, fresh.address).joined
 
 
 # ---------------------------------------------------------------------- data that does not fit the task
@@ -238,6 +263,19 @@ def test_tasks_lists_an_open_task(cli, make_task):
         assert cell in row
 
 
+def test_tasks_json_lists_an_open_task_in_base_units(cli, make_task):
+    task_id = make_task()
+    result = cli("tasks", "--json")
+    assert result.exit_code == 0, result.output
+    listed = {row["task_id"]: row for row in json.loads(result.output)}  # nothing else on stdout
+    assert listed[task_id] | {"spec_cid": None} == {
+        "task_id": task_id, "name": "small", "spec_cid": None, "reward_pool": str(1_000 * ONE_TOKEN),
+        "current_round": 0, "rounds": 2, "min_stake": str(MIN_STAKE), "trainers": 0, "max_trainers": 3,
+        "validators": 0, "phase": "none",
+    }  # fmt: skip
+    assert listed[task_id]["spec_cid"].startswith("bafkrei")
+
+
 def test_tasks_lists_a_task_whose_spec_is_missing_next_to_the_others(cli, make_task):
     listed = make_task()
     unlisted_spec = mlp_spec(name="never-uploaded", input_dim=8, num_classes=3, hidden=(5,))
@@ -277,6 +315,36 @@ def test_status_shows_stake_earned_and_claimable(cli, make_task, trainer_service
         f"task {task_id} (open, round 0/2, phase none): stake 10.0000 FMT, earned 0.0000 FMT, claimable 0.0000 FMT"
         in result.output
     )
+
+
+def test_status_json_in_base_units(cli, make_task, trainer_services, trainers):
+    task_id = make_task()
+    trainer_services.market(trainers[3]).join(task_id)
+    result = cli("status", str(task_id), "--json", key=key_of(trainers[3]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "task_id": task_id, "status": "open", "round": 0, "rounds": 2, "phase": "none", "phase_deadline": None,
+        "address": trainers[3].address, "joined": True, "stake": str(MIN_STAKE), "earned": "0", "claimable": "0",
+        "epsilon": None, "rounds_taken_part": [],
+    }  # fmt: skip
+
+
+def test_version_is_the_package_version(cli):
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"fedmarket-trainer {version('fedmarket')}\n"
+
+
+def test_join_writes_the_node_log_with_iso_times(cli, make_task, trainers, tmp_path):
+    task_id = make_task()
+    assert cli("join", str(task_id), key=key_of(trainers[8])).exit_code == 0
+    log = tmp_path / "state" / trainers[8].address.lower() / f"task-{task_id}" / "node.log"
+    lines = log.read_text().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert all(re.match(rf"{stamp} (INFO|WARNING|ERROR) fedmarket", line) for line in lines), lines
+    assert lines[-2].endswith("fedmarket.node: joined, staked 10.0000 FMT")
+    assert lines[-1].endswith(f"fedmarket.node: joined task {task_id} as {trainers[8].address}")
 
 
 def test_status_of_an_account_that_never_joined_says_so(cli, make_task, trainers):

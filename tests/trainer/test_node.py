@@ -1,4 +1,5 @@
-"""TrainerNode: its state dir, and what a node killed mid-round does when started again.
+"""TrainerNode: its state dir, what a node killed mid-round does when started again, and what a
+restarted or stopped node (trainer or validator) says it resumes or leaves pending.
 
 The state-dir tests need no chain. The restart tests drive one round on the real contracts (the
 session deployment, inside a snapshot): the test plays the coordinator, a `MemoryStore` stands in
@@ -8,6 +9,7 @@ for the coordinator's store, and each "restart" is a new TrainerNode on the same
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from fedmarket.chain import MarketClient
 from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
 from fedmarket.codec import encode_model
+from fedmarket.display import iso_time
 from fedmarket.learning import LocalData
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskTerms, make_commitment
@@ -25,6 +28,7 @@ from fedmarket.spec import mlp_spec
 from fedmarket.store import MemoryStore
 from trainer import node as node_module
 from trainer.node import NodeError, NodeSummary, RoundState, StateDir, TrainerNode
+from trainer.validator_node import ValidatorNode
 
 ONE_TOKEN = 10**18
 TRAINER = "0x" + "ab" * 20
@@ -192,3 +196,71 @@ def test_node_that_lost_its_state_after_committing_says_it_cannot_reveal(round_o
     assert new_node(tmp_path / "before").step(1, SPEC)
     with pytest.raises(NodeError, match="committed in round 1 but the update is not in .*; cannot reveal"):
         new_node(tmp_path / "wiped").step(1, SPEC)
+
+
+# ---------------------------------------------------------------------- what a restarted or stopped node says
+
+
+def test_a_fresh_node_resumes_nothing(round_one, tmp_path):
+    task_id, store, new_node = round_one
+    node = new_node(tmp_path)
+    assert node.resume_note() is None
+    assert node.pending() == (
+        "stopped in round 1: nothing pending — run the same command again to take part in the next rounds "
+        "and claim at the end"
+    )
+
+
+def test_a_node_restarted_after_training_will_commit_the_saved_update(round_one, tmp_path, monkeypatch):
+    task_id, store, new_node = round_one
+    first = new_node(tmp_path)
+    monkeypatch.setattr(first.chain, "commit", killed)
+    with pytest.raises(Killed):
+        first.step(1, SPEC)
+    restarted = new_node(tmp_path)
+    assert restarted.resume_note() == "round 1: trained, will commit the saved update"
+    assert re.fullmatch(
+        r"stopped in round 1: trained, not yet committed — run the same command again before the commit "
+        r"deadline \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, in (9|10) min( \d+ s)?\) to take part in this round",
+        restarted.pending(),
+    ), restarted.pending()
+
+
+def test_a_node_restarted_after_committing_will_reveal_or_be_slashed(round_one, tmp_path):
+    task_id, store, new_node = round_one
+    assert new_node(tmp_path).step(1, SPEC)  # committed; the only trainer, so the reveal phase is open
+    restarted = new_node(tmp_path)
+    assert restarted.resume_note() == "round 1: committed, will reveal"
+    reveal_deadline = restarted.chain.round(task_id, 1).reveal_deadline
+    assert re.fullmatch(
+        "stopped in round 1: committed, not yet revealed — run fedmarket-trainer run again before the reveal "
+        rf"deadline \({iso_time(reveal_deadline)}, in (9 min \d+ s|10 min)\) or 0\.5000 FMT of the stake is slashed",
+        restarted.pending("fedmarket-trainer run"),
+    )  # the commit phase closed at the commit (one trainer): the reveal window is 600 s; 50% of 1 FMT
+    assert restarted.step(1, SPEC)  # reveals
+    assert new_node(tmp_path).resume_note() == "round 1: revealed, waiting for the round to settle"
+
+
+def test_a_validator_restarted_after_committing_scores_will_reveal(
+    round_one, tmp_path, anvil, deployment, owner
+):
+    task_id, store, new_node = round_one
+    trainer = new_node(tmp_path / "trainer")
+    assert trainer.step(1, SPEC) and trainer.step(1, SPEC)  # commit, reveal: the score-commit phase opens
+    rng = np.random.default_rng(1)
+    data = LocalData(rng.random((10, 8), dtype=np.float32), rng.integers(0, 3, 10))
+
+    def new_validator() -> ValidatorNode:
+        client = MarketClient.connect(anvil.url, deployment, owner.key)
+        return ValidatorNode(task_id=task_id, chain=client, store=store, data=data, state_root=tmp_path / "v")
+
+    assert new_validator().resume_note() is None
+    assert new_validator().step(1, SPEC)  # scores committed; the only validator: score-reveal opens
+    restarted = new_validator()
+    assert restarted.chain.phase(task_id) == RoundPhase.SCORE_REVEAL
+    assert restarted.resume_note() == "round 1: scores committed, will reveal"
+    assert restarted.pending().startswith(
+        "stopped in round 1: scores committed, not yet revealed — run the same command again before the "
+        "score-reveal deadline ("
+    )
+    assert restarted.pending().endswith("or 0.5000 FMT of the stake is slashed")

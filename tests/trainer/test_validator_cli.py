@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +21,8 @@ runner = CliRunner()
 @pytest.fixture
 def cli(trainer_services, tmp_path):
     def invoke(command: str, *args: str, key: str | None = None):
+        if command == "--version":
+            return runner.invoke(app, ["--version"])
         argv = [
             command,
             *args,
@@ -100,3 +104,53 @@ def test_status_and_claim_of_a_fresh_validator(cli, make_task, trainer_services,
     assert "stake 10.0000 FMT, claimable 0.0000 FMT" in status.output
     claim = cli("claim", str(task_id), key=trainers[9].key.hex())
     assert claim.exit_code == 0 and "nothing to claim" in claim.output
+
+
+def test_stake_is_taken_in_fmt_exactly(cli, make_task, trainer_services, trainers, tmp_path):
+    task_id = make_task()
+    path, _ = held_out(tmp_path, "split.npz")
+    result = cli(
+        "join",
+        str(task_id),
+        "--data",
+        str(path),
+        "--stake",
+        "12.000000000000000001",
+        key=trainers[5].key.hex(),
+    )
+    assert result.exit_code == 0, result.output
+    assert "staked 12.0000 FMT" in result.output  # shown rounded down, staked to the base unit
+    assert trainer_services.market().validator(task_id, trainers[5].address).stake == 12 * ONE_TOKEN + 1
+
+
+def test_a_stake_that_is_not_an_amount_is_refused(cli, make_task, trainers, tmp_path):
+    task_id = make_task()
+    path, _ = held_out(tmp_path, "split.npz")
+    result = cli("join", str(task_id), "--data", str(path), "--stake", "ten", key=trainers[5].key.hex())
+    assert result.exit_code == 1 and result.output.startswith("error: --stake: 'ten' is not an FMT amount")
+
+
+def test_a_key_missing_a_digit_is_refused(cli, make_task, tmp_path, trainers):
+    task_id = make_task()
+    path, _ = held_out(tmp_path, "split.npz")
+    result = cli("join", str(task_id), "--data", str(path), key=trainers[4].key.hex()[:-1])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: the validator key has 63 hex digits, not 64")
+
+
+def test_status_json_in_base_units(cli, make_task, trainers, tmp_path):
+    task_id = make_task()
+    path, data = held_out(tmp_path, "split.npz")
+    assert cli("join", str(task_id), "--data", str(path), key=trainers[3].key.hex()).exit_code == 0
+    result = cli("status", str(task_id), "--json", key=trainers[3].key.hex())
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "task_id": task_id, "status": "open", "round": 0, "rounds": 2, "phase": "none", "phase_deadline": None,
+        "address": trainers[3].address, "joined": True, "stake": str(MIN_STAKE), "claimable": "0",
+        "data_hash": data.canonical_hash().hex(), "rounds_scored": [],
+    }  # fmt: skip
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output.startswith("fedmarket-validator ")
