@@ -23,7 +23,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy (make format rewrites the files)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
 	@echo "make bench  - protocol overhead per round, 5/20/50 in-process trainers -> reports/bench.json"
-	@echo "make fuzz   - the contract invariant fuzzer, 200 new random examples (make test runs 12 fixed ones)"
+	@echo "make fuzz   - the contract invariant fuzzer, 200 new random examples (make test runs 8 fixed ones)"
 	@echo "make openapi - the coordinator API's schema -> docs/openapi.json (a test fails while it is stale)"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
 	@echo "make compile, make clean"

@@ -144,7 +144,7 @@ def unlimited_allowances(market_chain, owner, trainers, validators):
 
 
 @settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,

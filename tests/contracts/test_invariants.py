@@ -864,7 +864,7 @@ class MarketMachine(RuleBasedStateMachine):
 def fuzz_settings() -> settings:
     explore = bool(os.environ.get("FEDMARKET_FUZZ"))
     return settings(
-        max_examples=int(os.environ.get("FEDMARKET_FUZZ_EXAMPLES", 12)),  # `make fuzz` runs 200
+        max_examples=int(os.environ.get("FEDMARKET_FUZZ_EXAMPLES", 8)),  # `make fuzz` runs 200
         stateful_step_count=35,
         deadline=None,
         derandomize=not explore,

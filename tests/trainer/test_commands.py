@@ -15,7 +15,13 @@ from scripts.demo import REPORTS, parse_args
 from testkit.market import REPO_ROOT
 
 BIN = Path(sys.executable).parent  # the console scripts pyproject.toml installs
-COMMANDS = ["fedmarket-coordinator", "fedmarket-trainer", "fedmarket-validator", "fedmarket"]
+COMMANDS = [
+    "fedmarket-coordinator",
+    "fedmarket-trainer",
+    "fedmarket-validator",
+    "fedmarket",
+    "fedmarket-owner",
+]
 
 
 def run(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,18 +31,26 @@ def run(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_version(command):
-    result = run(str(BIN / command), "--version")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{command} {version('fedmarket')}\n"
-
-
-@pytest.mark.parametrize("module", ["scripts/demo.py", "-m fedmarket.devnet"], ids=["demo", "devnet"])
-def test_version_of_the_scripts(module):
-    result = run(sys.executable, *module.split(), "--version")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith(version("fedmarket"))
+def test_every_installed_command_says_its_version_as_a_real_process():
+    # Started together: each one imports torch, which takes seconds on its own.
+    commands = [[str(BIN / command), "--version"] for command in COMMANDS] + [
+        [sys.executable, "scripts/demo.py", "--version"],
+        [sys.executable, "-m", "fedmarket.devnet", "--version"],
+    ]
+    clean = {"PATH": str(BIN), "HOME": str(REPO_ROOT), "COLUMNS": "120"}
+    procs = [
+        subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for argv in commands
+    ]
+    for command, proc in zip([*COMMANDS, "demo", "devnet"], procs, strict=True):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (command, err)
+        if command in COMMANDS:
+            assert out == f"{command} {version('fedmarket')}\n"
+        else:
+            assert out.strip().endswith(version("fedmarket")), (command, out)
 
 
 def test_coordinator_help_prints_help_and_starts_nothing(tmp_path):
