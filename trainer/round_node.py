@@ -12,6 +12,7 @@ both from :meth:`RoundNode.standing`, which each role reads from its state dir a
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,7 +64,7 @@ class Membership(Protocol):
     def stake(self) -> int: ...
 
 
-class RoundNode:
+class RoundNode(ABC):
     acts_in: tuple[RoundPhase, ...] = ()  # the phases in which this node has something to do
     summary: RoundSummary
 
@@ -87,24 +88,25 @@ class RoundNode:
 
     # ------------------------------------------------------------------ what a role defines
 
+    @abstractmethod
     def ensure_joined(self) -> None:
-        raise NotImplementedError
+        """Joins the task in this node's role unless already in it; raises, saying why, when it cannot."""
 
+    @abstractmethod
     def member(self) -> Membership:
         """This account's record in the task, in this node's role."""
-        raise NotImplementedError
 
+    @abstractmethod
     def act(self, round_no: int, phase: RoundPhase, spec: TaskSpec) -> bool:
         """Does what `phase` (one of :attr:`acts_in`) calls for; False when there is nothing to do."""
-        raise NotImplementedError
 
     def may_withdraw(self, info: TaskInfo) -> bool:
         """Whether the stake may be taken back now that the task ended or the node was removed."""
         return True
 
+    @abstractmethod
     def standing(self, round_no: int, info: TaskInfo) -> Standing | None:
         """Where this node stands in `round_no` (the current round); None when it has done nothing there."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ what a person reads
 
