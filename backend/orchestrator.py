@@ -12,8 +12,10 @@ resumes where the chain is:
     Settling, a quorum missed     -> abortRound (non-revealers and silent validators are slashed)
     Settling                      -> finalizeRound with the round's public inputs (anyone could)
 
-The aggregate is a pure function of public blobs, so recomputing it after a crash gives the same
-hash; the contract accepts one settlement and one publication per round.
+The new model is a pure function of public data (:func:`fedmarket.verify.next_global_model`,
+the very function `fedmarket verify` checks it with: the aggregate, stepped by the spec's server
+optimizer from the previous published step or stored state), so recomputing it after a crash
+gives the same hash; the contract accepts one settlement and one publication per round.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ import time
 from dataclasses import dataclass
 
 from backend.db import Database
-from fedmarket.aggregation import aggregate
 from fedmarket.chain import MarketClient, TaskInfo
 from fedmarket.cid import cid_from_digest, digest_from_cid, digest_of
-from fedmarket.codec import apply_delta, decode_update, encode_model
+from fedmarket.codec import decode_update
 from fedmarket.consensus import HARMFUL, INVALID, UNAVAILABLE, normalized_scores
 from fedmarket.errors import BlobNotFoundError, FedmarketError
 from fedmarket.ledger import RoundLedger, read_round
@@ -37,6 +38,7 @@ from fedmarket.report import RoundReport, SubmissionOutcome, SubmissionReport, V
 from fedmarket.rounds import fetch_model, fetch_spec, initial_model_blob
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
+from fedmarket.verify import next_global_model
 
 log = logging.getLogger("fedmarket.orchestrator")
 
@@ -192,7 +194,8 @@ class TaskOrchestrator:
         return StepResult(StepAction.PUBLISHED, result.tx_hash)
 
     def build_report(self, info: TaskInfo, round_no: int) -> RoundReport:
-        """The aggregate of the round's aggregated (Accepted and Worthless) updates (stored) and the report describing it."""
+        """The new model from the round's aggregated (Accepted and Worthless) updates and the server
+        optimizer's state after its step (both stored), and the report describing them."""
         timings: dict[str, float] = {}
         spec = self.spec(info)
         started = time.perf_counter()
@@ -210,17 +213,11 @@ class TaskOrchestrator:
         timings["storage_reads"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if updates:
-            result = aggregate(
-                [updates[t].delta for t in accepted],
-                [updates[t].num_samples for t in accepted],
-                spec.aggregation,
-            )
-            new_state = apply_delta(global_state, result.delta)
-        else:
-            new_state = {name: tensor.clone() for name, tensor in global_state.items()}
-        model_blob = encode_model(new_state)
-        new_model_cid = self.store.put(model_blob)
+        new_model = next_global_model(
+            self.chain, self.store, spec, ledger, global_state, [updates[t] for t in accepted]
+        )
+        new_model_cid = self.store.put(new_model.model_blob)
+        state_cid = self.store.put(new_model.state_blob) if new_model.state_blob is not None else None
         timings["aggregation"] = time.perf_counter() - started
 
         views = validator_views(ledger)
@@ -271,6 +268,7 @@ class TaskOrchestrator:
             submissions=tuple(submissions),
             validators=tuple(validators),
             timings=timings,
+            server_state_cid=state_cid,
         )
 
 

@@ -12,6 +12,15 @@ result does not depend on summation order more than float32 rounding allows.
 - :func:`trimmed_mean`: per-coordinate mean after dropping the extremes at both ends.
 - :func:`multi_krum`: Blanchard et al. 2017; keeps the updates closest to their neighbours.
 - :func:`aggregate`: dispatches on ``AggregationSettings.method`` and says who contributed.
+
+Server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization") then turn the aggregate
+delta, a pseudo-gradient, into the step the global model takes; each is pure too, and every input
+it needs beyond the round's delta is public (docs/protocol.md, "Server optimizers"):
+
+- :func:`fedavgm`: server momentum (Hsu et al. 2019), from the previous published step alone;
+- :func:`fedadam`: Adam on the server, whose moments travel as a store blob
+  (:func:`encode_adam_state`, :func:`decode_adam_state`);
+- :func:`server_step`: dispatches on ``AggregationSettings.server_optimizer``.
 """
 
 from __future__ import annotations
@@ -24,17 +33,25 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
+from fedmarket.codec import decode_model, encode_model
 from fedmarket.spec import AggregationSettings
 
 __all__ = [
+    "AdamState",
     "AggregationResult",
     "Delta",
+    "ServerStep",
     "aggregate",
     "capped_weights",
     "coordinate_median",
+    "decode_adam_state",
+    "encode_adam_state",
+    "fedadam",
     "fedavg",
+    "fedavgm",
     "krum_scores",
     "multi_krum",
+    "server_step",
     "trim_count",
     "trimmed_mean",
 ]
@@ -43,6 +60,7 @@ Delta = Mapping[str, Tensor]
 """A weight delta: ``state_dict`` key -> tensor."""
 
 METHODS = ("fedavg", "median", "trimmed_mean", "krum")
+SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadam")
 
 
 @dataclass(frozen=True)
@@ -271,3 +289,133 @@ def aggregate(
             delta, selected = multi_krum(deltas, f=settings.krum_f)
             return AggregationResult(delta, selected)
     raise ValueError(f"unknown aggregation method {settings.method!r}; expected one of {', '.join(METHODS)}")
+
+
+# --- server optimizers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdamState:
+    """FedAdam's first and second moments ``m``, ``v``: one tensor per ``state_dict`` key each."""
+
+    m: dict[str, Tensor]
+    v: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    """The step to add to the global model (``codec.apply_delta``) and FedAdam's state after it
+    (``None`` for the optimizers that keep none)."""
+
+    step: dict[str, Tensor]
+    state: AdamState | None = None
+
+
+def fedavgm(
+    delta: Delta, last_step: Delta | None, *, learning_rate: float, momentum: float
+) -> dict[str, Tensor]:
+    """Server momentum (FedAvgM): the step ``eta * v_t`` with ``v_t = beta * v_(t-1) + delta``.
+
+    Written as heavy ball, ``eta * delta + beta * last_step``, because the previous step
+    ``x_t - x_(t-1)`` *is* ``eta * v_(t-1)``: the buffer never has to be stored, anyone rebuilds it
+    from the last two published models. ``last_step`` is ``None`` (zero) before the first step.
+    With ``momentum`` 0 and ``learning_rate`` 1 the step is ``delta`` itself, bit for bit: FedAvg.
+    """
+    keys = _check_deltas([delta] if last_step is None else [delta, last_step])
+    result = {}
+    for key in keys:
+        step = delta[key].detach().to(torch.float64) * learning_rate
+        if momentum and last_step is not None:  # skipped at 0, so that -0.0 stays -0.0
+            step = step + momentum * last_step[key].detach().to(torch.float64)
+        result[key] = _like(delta[key], step)
+    return result
+
+
+def fedadam(
+    delta: Delta,
+    state: AdamState | None,
+    *,
+    learning_rate: float,
+    beta1: float,
+    beta2: float,
+    tau: float,
+) -> ServerStep:
+    """FedAdam (Reddi et al. 2021, Algorithm 2): ``m = b1*m + (1-b1)*d``, ``v = b2*v + (1-b2)*d**2``,
+    step ``eta * m / (sqrt(v) + tau)``.
+
+    ``state`` ``None`` starts from ``m = 0`` and ``v = tau**2`` (the paper's ``v_-1 >= tau**2``). As
+    in the paper there is no bias correction: ``tau`` bounds the first steps instead. The moments
+    are computed in float64 and returned in the delta's dtype; the next round must start from the
+    returned (stored) values, not from anything finer, so that every party computes the same step.
+    """
+    keys = _check_deltas([delta])
+    step, m_new, v_new = {}, {}, {}
+    for key in keys:
+        d = delta[key].detach().to(torch.float64)
+        if state is None:
+            m, v = torch.zeros_like(d), torch.full_like(d, tau * tau)
+        else:
+            m, v = state.m[key].detach().to(torch.float64), state.v[key].detach().to(torch.float64)
+        m = beta1 * m + (1 - beta1) * d
+        v = beta2 * v + (1 - beta2) * d * d
+        step[key] = _like(delta[key], learning_rate * m / (v.sqrt() + tau))
+        m_new[key], v_new[key] = _like(delta[key], m), _like(delta[key], v)
+    return ServerStep(step, AdamState(m_new, v_new))
+
+
+def server_step(
+    delta: Delta,
+    settings: AggregationSettings,
+    *,
+    last_step: Delta | None = None,
+    state: AdamState | None = None,
+) -> ServerStep:
+    """The global model's step from the round's aggregate ``delta`` under the task's server optimizer.
+
+    ``none`` returns ``delta`` unchanged (FedAvg; ``server_learning_rate`` is ignored, so old
+    specs keep their models); ``fedavgm`` needs ``last_step``, the previous published step;
+    ``fedadam`` needs ``state``, the previous round's :class:`AdamState` (``None`` for the first).
+    """
+    match settings.server_optimizer:
+        case "none":
+            return ServerStep({key: tensor.detach().clone() for key, tensor in delta.items()})
+        case "fedavgm":
+            return ServerStep(
+                fedavgm(
+                    delta,
+                    last_step,
+                    learning_rate=settings.server_learning_rate,
+                    momentum=settings.server_momentum,
+                )
+            )
+        case "fedadam":
+            return fedadam(
+                delta,
+                state,
+                learning_rate=settings.server_learning_rate,
+                beta1=settings.adam_beta1,
+                beta2=settings.adam_beta2,
+                tau=settings.adam_tau,
+            )
+    raise ValueError(
+        f"unknown server optimizer {settings.server_optimizer!r}; expected one of {', '.join(SERVER_OPTIMIZERS)}"
+    )
+
+
+_ADAM_PREFIXES = ("m/", "v/")
+
+
+def encode_adam_state(state: AdamState) -> bytes:
+    """FedAdam's state as a safetensors blob (``m/<key>``, ``v/<key>``; float32, never pickle)."""
+    tensors = {f"m/{key}": value for key, value in state.m.items()}
+    tensors |= {f"v/{key}": value for key, value in state.v.items()}
+    return encode_model(tensors, metadata={"content": "fedadam-state"})
+
+
+def decode_adam_state(data: bytes, *, model: Mapping[str, Tensor]) -> AdamState:
+    """The :class:`AdamState` in a blob, checked against the layout of ``model`` (a ``state_dict``):
+    exactly one ``m`` and one ``v`` tensor of each parameter's shape, float32 and finite."""
+    layout = {prefix + key: tensor for prefix in _ADAM_PREFIXES for key, tensor in model.items()}
+    tensors = decode_model(data, model=layout)
+    m, v = ({key: tensors[prefix + key] for key in model} for prefix in _ADAM_PREFIXES)
+    return AdamState(m, v)

@@ -54,6 +54,9 @@ class RejectionReason(enum.StrEnum):
     WRONG_METADATA = "wrong_metadata"  # made for another task, round or trainer (a replay)
     NORM_BOUND = "norm_bound"  # update norm above the spec's bound
     DUPLICATE = "duplicate"  # same update hash as an earlier revealer
+    COPY = "copy"  # zero, or (nearly) a multiple of an earlier update or the last aggregate
+    NORM_OUTLIER = "norm_outlier"  # norm far above the round's median update norm (a boost)
+    NO_SIGNAL = "no_signal"  # unaligned with the round's other updates (noise)
     HARMFUL = "harmful"  # value below the spec's harm threshold
 
 
@@ -144,6 +147,12 @@ class RoundReport(_Artifact):
         description="one entry per validator that committed scores"
     )
     timings: dict[str, float] = Field(description="seconds the coordinator spent per step (informational)")
+    server_state_cid: str | None = Field(
+        default=None,
+        description="CIDv1 of the server optimizer's state after this round's step (FedAdam's moments, "
+        "a safetensors blob: fedmarket.aggregation.decode_adam_state); the next round starts from it. "
+        "Absent for optimizers that keep no state",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RoundReport:
@@ -162,8 +171,12 @@ class RoundReport(_Artifact):
         return [s for s in self.submissions if s.outcome == SubmissionOutcome.ACCEPTED]
 
     def to_canonical_json(self) -> bytes:
-        """The bytes that are stored and hashed (fedmarket.canonical)."""
-        return canonical_json(self)
+        """The bytes that are stored and hashed (fedmarket.canonical). An absent
+        ``server_state_cid`` is left out, so reports from before the field hash as they did."""
+        document = self.model_dump(mode="json")
+        if document["server_state_cid"] is None:
+            del document["server_state_cid"]
+        return canonical_json(document)
 
     def report_hash(self) -> bytes:
         """sha256 of the canonical JSON: the round's on-chain ``reportHash``."""

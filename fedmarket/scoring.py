@@ -27,7 +27,9 @@ Entries:
 - a score: the value in units of :data:`SCORE_UNIT` loss, rounded to an integer;
 - ``UNAVAILABLE``: the blob could not be fetched or did not match its revealed hash;
 - ``INVALID``: it does not decode for the model, was made for another task/round/trainer,
-  exceeds the spec's norm bound, or copies an earlier revealer's update;
+  exceeds the spec's norm bound, is zero or a copy (of the last aggregate, of an update revealed
+  in the last ``scoring.copy_rounds`` rounds, or of another update of this round), or its norm
+  is far above the round's median (:func:`screen_updates`);
 - ``HARMFUL``: its value is below the spec's ``scoring.harm_threshold``. Harmful updates are left
   out and the others scored again without them, so one bad update does not inflate the rest.
 """
@@ -37,14 +39,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from eth_utils import to_checksum_address
 from torch import Tensor, nn
 
-from fedmarket.aggregation import Delta, aggregate
+from fedmarket.aggregation import Delta, aggregate, capped_weights
 from fedmarket.codec import apply_delta, decode_update, update_norm
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, UNAVAILABLE
 from fedmarket.errors import CodecError
@@ -140,6 +142,27 @@ class Coalitions:
         self._zeros = [{key: torch.zeros_like(t) for key, t in delta.items()} for delta in deltas]
         self._cache: dict[frozenset[int], np.ndarray] = {}
         self.size = len(deltas)
+        # FedAvg is linear: a coalition's aggregate is the sum of its members' weighted deltas (the
+        # weights of everyone, as `aggregate` would give them), with no per-coalition re-weighting.
+        self._weighted: list[dict[str, Tensor]] | None = None
+        if settings.method == "fedavg" and deltas:
+            weights = capped_weights(num_samples, max_share=settings.max_weight_share)
+            self._weighted = [
+                {key: weight * t.to(torch.float64) for key, t in delta.items()}
+                for weight, delta in zip(weights, deltas, strict=True)
+            ]
+
+    def _aggregate(self, members: frozenset[int]) -> dict[str, Tensor]:
+        if self._weighted is None:
+            kept = [d if i in members else self._zeros[i] for i, d in enumerate(self._deltas)]
+            return aggregate(kept, self._num_samples, self._settings).delta
+        ordered = sorted(members)
+        return {
+            key: sum((self._weighted[i][key] for i in ordered[1:]), self._weighted[ordered[0]][key]).to(
+                template.dtype
+            )
+            for key, template in self._deltas[0].items()
+        }
 
     @property
     def evaluations(self) -> int:
@@ -147,11 +170,7 @@ class Coalitions:
 
     def losses(self, members: frozenset[int]) -> np.ndarray:
         if members not in self._cache:
-            if members:
-                kept = [d if i in members else self._zeros[i] for i, d in enumerate(self._deltas)]
-                delta = aggregate(kept, self._num_samples, self._settings).delta
-            else:
-                delta = self._zeros[0]
+            delta = self._aggregate(members) if members else self._zeros[0]
             self._cache[members] = np.asarray(self._losses_of(delta), dtype=np.float64)
         return self._cache[members]
 
@@ -189,9 +208,10 @@ def _exact_shapley(coalitions: Coalitions) -> list[Value]:
 
 
 def _truncated_monte_carlo_shapley(coalitions: Coalitions, *, seed: int, max_evaluations: int) -> list[Value]:
-    """Average marginals over seeded random permutations; within a permutation, once the prefix's
-    loss is within :data:`TRUNCATION` of the whole round's improvement of the full set's loss, the
-    remaining updates' marginals count as 0. Stops when ``max_evaluations`` are spent."""
+    """Average marginals over seeded random permutations (TMC-Shapley, Ghorbani & Zou 2019, with
+    GTG-Shapley's guided first positions); within a permutation, once the prefix's loss is within
+    :data:`TRUNCATION` of the whole round's improvement of the full set's loss, the remaining
+    updates' marginals count as 0. Stops when ``max_evaluations`` coalitions have been evaluated."""
     n = coalitions.size
     generator = np.random.default_rng(seed)
     empty, everyone = coalitions.losses(frozenset()), coalitions.losses(frozenset(range(n)))
@@ -201,7 +221,12 @@ def _truncated_monte_carlo_shapley(coalitions: Coalitions, *, seed: int, max_eva
     while permutations < max_evaluations and (permutations == 0 or coalitions.evaluations < max_evaluations):
         prefix: frozenset[int] = frozenset()
         before = empty
-        for i in generator.permutation(n):
+        order = generator.permutation(n)
+        # GTG-Shapley's guided sampling (Liu et al. 2022): permutation k puts update k mod n first,
+        # so every update's marginal is measured at least once before truncation can hide it.
+        first = permutations % n
+        order = np.concatenate(([first], order[order != first]))
+        for i in order:
             if abs(float(before.mean() - everyone.mean())) <= tolerance:
                 break  # truncated: the rest add nothing measurable
             prefix = prefix | {int(i)}
@@ -261,6 +286,122 @@ def check_update(
     return None, delta, update.num_samples, norm
 
 
+@dataclass(frozen=True)
+class Reference:
+    """An earlier update that a new one must not copy, with what it was (for the flag's detail)."""
+
+    label: str  # e.g. "the previous round's aggregate", "0xAbC…'s round 3 update"
+    delta: Delta
+
+
+NEAR_ZERO = 1e-3  # a delta below this share of the round's median norm carries nothing: a zero update
+
+
+def _flat(delta: Delta) -> Tensor:
+    """One float64 vector, tensors in key order, so deltas decoded in any order line up."""
+    return torch.cat([delta[key].reshape(-1).to(torch.float64) for key in sorted(delta)])
+
+
+def _cosines(rows: Tensor, columns: Tensor) -> Tensor:
+    """|cosine| of every row with every column vector (rows of `columns`), at most 1; 0 against a
+    zero vector."""
+    norms = rows.norm(dim=1, keepdim=True).clamp_min(1e-300) * columns.norm(dim=1).clamp_min(1e-300)
+    return (rows @ columns.T / norms).abs().clamp_max(1.0)
+
+
+def screen_updates(
+    trainers: Sequence[str],
+    deltas: Sequence[Delta],
+    references: Sequence[Reference],
+    *,
+    spec: TaskSpec,
+    num_samples: Sequence[int] | None = None,
+    own_update: Delta | None = None,
+) -> dict[int, ScoredUpdate]:
+    """INVALID flags, by index, for updates that carry nothing of their own or try to outweigh the
+    rest: a zero update; one (nearly) a multiple of a reference (an echo of the last aggregate, a
+    replay of an earlier update, anyone's, the trainer's own included) or of another update of
+    this round (commit-reveal makes an honest same-round copy impossible, so both are collusion);
+    one whose norm per square root of its sample count exceeds ``max_norm_ratio`` times the
+    round's median of that (a boost; an honest trainer with more data takes more steps, and its
+    norm grows about as the square root of its samples: measured on the demo); and one
+    that does not point the way the validator's `own_update` does (FLTrust's trust test, Cao et
+    al. 2021: the validator trains the round's model one step on its own clean data,
+    :func:`own_update`; cosine below ``min_signal``): noise carries no signal of any data and a
+    flipped update points against it, while an honest one, however skewed its labels, shares
+    the features every class needs.
+    |cosine| counts a negated copy too: "minus the last aggregate" replays the previous model."""
+    settings = spec.scoring
+    if not deltas:
+        return {}
+    copies = settings.copy_similarity < 1.0  # 1: off
+    flat = torch.stack([_flat(d) for d in deltas])
+    norms = flat.norm(dim=1)
+    median = float(norms.median()) if len(deltas) > 2 else float(norms.max())
+    flags: dict[int, ScoredUpdate] = {}
+
+    def flag(i: int, reason: RejectionReason, detail: str) -> None:
+        flags.setdefault(i, ScoredUpdate(trainers[i], INVALID, reason, detail, norm=float(norms[i])))
+
+    threshold = settings.copy_similarity
+    for i in range(len(deltas) if copies else 0):
+        if float(norms[i]) <= NEAR_ZERO * median:
+            flag(
+                i,
+                RejectionReason.COPY,
+                f"zero update (norm {float(norms[i]):.2e}): the global model replayed",
+            )
+    if copies and references:
+        against = _cosines(flat, torch.stack([_flat(r.delta) for r in references]))
+        for i, j in (against > threshold).nonzero().tolist():
+            detail = f"copies {references[j].label} (|cosine| {float(against[i, j]):.4f})"
+            flag(i, RejectionReason.COPY, detail)
+    if copies and len(deltas) > 1:
+        among = _cosines(flat, flat).fill_diagonal_(0.0)
+        for i, j in (among > threshold).nonzero().tolist():
+            detail = f"the same update as {trainers[j]}'s this round (|cosine| {float(among[i, j]):.4f})"
+            flag(i, RejectionReason.COPY, detail)
+    if settings.min_signal > 0 and own_update is not None:
+        own = _flat(own_update)
+        signal = (flat @ own) / (norms * own.norm()).clamp_min(1e-300)
+        for i in range(len(deltas)):
+            if float(signal[i]) < settings.min_signal:
+                detail = (
+                    f"cosine {float(signal[i]):.4f} with the validator's own update < {settings.min_signal}"
+                )
+                flag(i, RejectionReason.NO_SIGNAL, detail)
+    if settings.max_norm_ratio > 0 and len(deltas) > 2:
+        counts = torch.tensor(
+            [max(int(n), 1) for n in (num_samples or [1] * len(deltas))], dtype=torch.float64
+        )
+        per_step = norms / counts.sqrt()
+        typical = float(per_step.median())
+        for i in range(len(deltas)):
+            if float(per_step[i]) > settings.max_norm_ratio * typical:
+                detail = (
+                    f"norm {float(norms[i]):.3f} for {int(counts[i])} samples: {float(per_step[i]):.4f} per "
+                    f"sqrt(sample) > {settings.max_norm_ratio} x the round's median {typical:.4f}"
+                )
+                flag(i, RejectionReason.NORM_OUTLIER, detail)
+    return flags
+
+
+def own_update(
+    spec: TaskSpec, global_state: Mapping[str, Tensor], data: LocalData, *, seed: int
+) -> dict[str, Tensor]:
+    """The update the validator would send itself: the round's model trained on its own held-out
+    data with the task's training settings and the round's public seed, so every validator
+    holding the same data gets the same one (the reference of the signal screen)."""
+    from fedmarket.codec import state_delta
+    from fedmarket.learning import train
+    from fedmarket.models import build_model
+
+    model = build_model(spec)
+    model.load_state_dict(global_state)
+    train(model, data, spec.training, seed=seed)
+    return state_delta(model.state_dict(), global_state)
+
+
 def round_seed(task_id: int, round_no: int) -> int:
     """The public seed of a round's sampled scoring: every validator draws the same permutations."""
     return int.from_bytes(
@@ -276,10 +417,14 @@ def score_round(
     global_state: Mapping[str, Tensor],
     revealed: Sequence[Revealed],
     losses_of_state: LossesFn,
+    references: Sequence[Reference] = (),
+    validator_update: Delta | None = None,
 ) -> dict[str, ScoredUpdate]:
     """Entries by trainer (checksummed) under ``spec.scoring.method``. `revealed` in reveal (chain)
-    order: of two identical updates the first keeps its place. `losses_of_state(state)`:
-    per-sample losses on the validator's data."""
+    order: of two identical blobs the first keeps its place. `losses_of_state(state)`:
+    per-sample losses on the validator's data. `references`: the earlier updates no update may
+    copy (:func:`screen_updates`; :func:`fedmarket.rounds.copy_references` reads them);
+    `validator_update`: the validator's :func:`own_update` for the signal screen (None: off)."""
     seen: set[bytes] = set()
     results: dict[str, ScoredUpdate] = {}
     candidates: list[tuple[str, dict[str, Tensor], int, float | None]] = []
@@ -292,6 +437,17 @@ def score_round(
         else:
             assert delta is not None
             candidates.append((to_checksum_address(item.trainer), delta, samples, norm))
+    screened = screen_updates(
+        [c[0] for c in candidates],
+        [c[1] for c in candidates],
+        references,
+        spec=spec,
+        num_samples=[c[2] for c in candidates],
+        own_update=validator_update,
+    )
+    for index, flag in screened.items():
+        results[flag.trainer] = replace(flag, num_samples=candidates[index][2])
+    candidates = [c for i, c in enumerate(candidates) if i not in screened]
 
     def losses_of(delta: Mapping[str, Tensor]) -> np.ndarray:
         return losses_of_state(apply_delta(global_state, delta))

@@ -138,6 +138,9 @@ class TrainingSettings(_SpecModel):
     learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    # FedProx (Li et al. 2020): adds (mu/2)·||w - w_global||² to the local loss, so skewed local
+    # data cannot pull a trainer far from the round's model; 0 is plain local training.
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
 
 
 class AggregationSettings(_SpecModel):
@@ -146,12 +149,24 @@ class AggregationSettings(_SpecModel):
     ``trim_ratio`` is the share cut from each end for ``trimmed_mean``; ``krum_f`` the number of
     Byzantine updates ``krum`` tolerates; ``max_weight_share`` caps any one trainer's weight in
     ``fedavg`` so that claiming a huge sample count buys at most that share.
+
+    ``server_optimizer`` turns the aggregate delta into the step the global model takes
+    (:func:`fedmarket.aggregation.server_step`, Reddi et al. 2021): ``none`` adds it as it is
+    (FedAvg), ``fedavgm`` with heavy-ball momentum ``server_momentum``, ``fedadam`` with Adam's
+    moments (``adam_beta1``, ``adam_beta2``, adaptivity ``adam_tau``); both scale the step by
+    ``server_learning_rate``, which ``none`` ignores.
     """
 
     method: Literal["fedavg", "median", "trimmed_mean", "krum"] = "fedavg"
     trim_ratio: float = Field(default=0.1, ge=0.0, lt=0.5)
     krum_f: int = Field(default=1, ge=0, le=1000)
     max_weight_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    server_optimizer: Literal["none", "fedavgm", "fedadam"] = "none"
+    server_learning_rate: float = Field(default=1.0, gt=0.0, le=100.0)
+    server_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(default=0.99, ge=0.0, lt=1.0)
+    adam_tau: float = Field(default=1e-3, gt=0.0, le=10.0)
 
 
 class ScoringSettings(_SpecModel):
@@ -173,7 +188,23 @@ class ScoringSettings(_SpecModel):
     # A value within this many standard errors of 0 scores 0 (0: off), so noise is not paid for
     # luck. It changes pay only: every update the quorum neither rejects nor misses is aggregated.
     significance: float = Field(default=2.0, ge=0.0, le=10.0)
-    max_evaluations: int = Field(default=2000, ge=10, le=100_000)
+    # The per-round budget of model evaluations for sampled Shapley (bench/shapley_cost.py measures
+    # its cost: make bench).
+    max_evaluations: int = Field(default=500, ge=10, le=100_000)
+    # Copies (docs/protocol.md, "Copies and outliers"): an update whose |cosine| with the previous
+    # round's aggregate delta, with an update revealed in the last `copy_rounds` rounds, or with
+    # another update of this round exceeds `copy_similarity` is flagged invalid, as is a zero one
+    # (the global model replayed). 1 turns the check off.
+    copy_similarity: float = Field(default=0.99, gt=0.0, le=1.0)
+    copy_rounds: int = Field(default=2, ge=0, le=16)
+    # An update whose norm per sqrt(sample) exceeds this many times the round's median of it is
+    # flagged invalid (a boosted update, scaled up to outweigh the others); 0 turns it off.
+    max_norm_ratio: float = Field(default=3.0, ge=0.0, le=1e6)
+    # An update whose cosine with the validator's own update (the round's model trained on its
+    # held-out data) is below this is flagged invalid: random noise (~1/sqrt(parameters) either
+    # way) carries no data's signal, while an honest label-skewed update still shares the
+    # features (measured: make fairness). 0: off.
+    min_signal: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class PrivacySettings(_SpecModel):

@@ -6,27 +6,33 @@ lists each disagreement as a :class:`Finding`:
   payout of every validator, recomputed with :func:`fedmarket.consensus.compute_consensus` from
   the revealed vectors, the validators' stakes and the budget at the block before settlement;
 - slashes: every Rejected trainer, non-revealer and silent validator burned `slashBps` of its stake;
-- the model: the published aggregate is the spec's aggregation of exactly the Accepted updates on
-  the round's model (every blob verified against its hash), and the next round trains on it;
-- the report: its hash is the published one and it says what the chain says.
-No coordinator database and no private data are read; `fedmarket verify` is the command.
+- the model: the published model is the spec's aggregation of exactly the aggregated updates on
+  the round's model, stepped by the spec's server optimizer (:func:`next_global_model`, every blob
+  verified against its hash), and the next round trains on it;
+- the report: its hash is the published one, it says what the chain says and names the server
+  optimizer state the recomputation arrived at.
+No coordinator database and no private data are read; `fedmarket verify` is the command. The
+coordinator publishes what :func:`next_global_model` returns, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from fedmarket.aggregation import aggregate
-from fedmarket.chain import MarketClient, TaskInfo
-from fedmarket.cid import cid_from_digest, digest_of
-from fedmarket.codec import apply_delta, decode_update, encode_model
+from torch import Tensor
+
+from fedmarket.aggregation import AdamState, aggregate, decode_adam_state, encode_adam_state, server_step
+from fedmarket.chain import MarketClient, RoundInfo, TaskInfo
+from fedmarket.cid import cid_from_digest, cid_of, digest_of
+from fedmarket.codec import Update, apply_delta, decode_update, encode_model, state_delta
 from fedmarket.consensus import compute_consensus
 from fedmarket.errors import FedmarketError
 from fedmarket.ledger import RoundLedger, read_round
 from fedmarket.protocol import BPS
 from fedmarket.report import RoundReport
 from fedmarket.rounds import fetch_model, fetch_spec
+from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
 
 
@@ -46,6 +52,82 @@ class RoundCheck:
     status: str  # finalized, aborted, open
     checks: int  # how many facts were recomputed and compared
     findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class NextModel:
+    """A round's new global model and the server optimizer state after its step, as blobs to store."""
+
+    model_blob: bytes
+    state_blob: bytes | None  # FedAdam's moments (a report names its CID); None for the others
+
+    @property
+    def model_hash(self) -> bytes:
+        return digest_of(self.model_blob)
+
+    @property
+    def state_cid(self) -> str | None:
+        return cid_of(self.state_blob) if self.state_blob is not None else None
+
+
+def next_global_model(
+    market: MarketClient,
+    store: ContentStore,
+    spec: TaskSpec,
+    ledger: RoundLedger,
+    global_state: Mapping[str, Tensor],
+    updates: Sequence[Update],
+) -> NextModel:
+    """The model a round publishes, from public data alone: the spec's aggregate of ``updates``
+    (the round's aggregated ones, in the contract's order) on ``global_state`` (the round's model),
+    stepped by the spec's server optimizer.
+
+    The optimizer's inputs come from the round that published ``global_state`` (the last round
+    before this one that was not aborted): for FedAvgM its step, the difference of the two models
+    it links; for FedAdam the moments its report names. A round with no update to aggregate keeps
+    the model and carries FedAdam's moments forward.
+    """
+    previous = _producing_round(market, ledger)
+    last_step, state = _server_inputs(store, spec, previous, global_state)
+    if not updates:
+        new_state = {name: tensor.clone() for name, tensor in global_state.items()}
+    else:
+        result = aggregate([u.delta for u in updates], [u.num_samples for u in updates], spec.aggregation)
+        step = server_step(result.delta, spec.aggregation, last_step=last_step, state=state)
+        new_state, state = apply_delta(global_state, step.step), step.state
+    return NextModel(encode_model(new_state), encode_adam_state(state) if state is not None else None)
+
+
+def _producing_round(market: MarketClient, ledger: RoundLedger) -> RoundInfo | None:
+    """The round whose published model ``ledger``'s round trained on; None for the initial model."""
+    for round_no in range(ledger.round_no - 1, 0, -1):
+        info = market.round(ledger.task_id, round_no)
+        if info.aborted:
+            continue
+        if not info.model_published or info.new_model_hash != ledger.model_hash:
+            raise FedmarketError(
+                f"round {ledger.round_no} trains {ledger.model_hash.hex()}, which round {round_no} "
+                "did not publish"
+            )
+        return info
+    return None
+
+
+def _server_inputs(
+    store: ContentStore, spec: TaskSpec, previous: RoundInfo | None, global_state: Mapping[str, Tensor]
+) -> tuple[dict[str, Tensor] | None, AdamState | None]:
+    """(FedAvgM's last step, FedAdam's moments) for the round after ``previous``; None where unused."""
+    if previous is None:
+        return None, None
+    match spec.aggregation.server_optimizer:
+        case "fedavgm":
+            return state_delta(global_state, fetch_model(store, spec, previous.model_hash)), None
+        case "fedadam":
+            report = RoundReport.from_json(store.get(cid_from_digest(previous.report_hash)))
+            if report.server_state_cid is None:
+                return None, None
+            return None, decode_adam_state(store.get(report.server_state_cid), model=global_state)
+    return None, None
 
 
 def verify_task(
@@ -121,9 +203,10 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
     if not round_info.model_published:
         findings.append(Finding(ledger.round_no, "model", "the aggregate was never published"))
         return RoundCheck(ledger.round_no, "finalized", checks, tuple(findings))
+    expected: NextModel | None = None
     try:
-        expected_model = _recompute_aggregate(store, spec, ledger, consensus.aggregated())
-        expect("model", round_info.new_model_hash.hex(), expected_model.hex(), "published model hash")
+        expected = _recompute_model(market, store, spec, ledger, consensus.aggregated())
+        expect("model", round_info.new_model_hash.hex(), expected.model_hash.hex(), "published model hash")
     except FedmarketError as exc:
         findings.append(Finding(ledger.round_no, "model", f"cannot recompute the aggregate: {exc}"))
     try:
@@ -134,7 +217,7 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
     if ledger.round_no < info.current_round:
         next_round = market.round(info.task_id, ledger.round_no + 1)
         expect("model", next_round.model_hash.hex(), round_info.new_model_hash.hex(), "next round's model")
-    findings.extend(_check_report(store, ledger, round_info, consensus))
+    findings.extend(_check_report(store, ledger, round_info, consensus, expected))
     checks += 1
     return RoundCheck(ledger.round_no, "finalized", checks, tuple(findings))
 
@@ -175,18 +258,19 @@ def _closing_block(market: MarketClient, task_id: int, round_no: int) -> int:
     raise FedmarketError(f"round {round_no} has no RoundAborted event")
 
 
-def _recompute_aggregate(store: ContentStore, spec, ledger: RoundLedger, accepted: list[str]) -> bytes:
+def _recompute_model(
+    market: MarketClient, store: ContentStore, spec: TaskSpec, ledger: RoundLedger, aggregated: list[str]
+) -> NextModel:
     global_state = fetch_model(store, spec, ledger.model_hash)
-    if not accepted:
-        return digest_of(encode_model(global_state))
     updates = [
-        decode_update(store.get(cid_from_digest(ledger.reveals[t])), model=global_state) for t in accepted
+        decode_update(store.get(cid_from_digest(ledger.reveals[t])), model=global_state) for t in aggregated
     ]
-    result = aggregate([u.delta for u in updates], [u.num_samples for u in updates], spec.aggregation)
-    return digest_of(encode_model(apply_delta(global_state, result.delta)))
+    return next_global_model(market, store, spec, ledger, global_state, updates)
 
 
-def _check_report(store: ContentStore, ledger: RoundLedger, round_info, consensus) -> Iterator[Finding]:
+def _check_report(
+    store: ContentStore, ledger: RoundLedger, round_info, consensus, expected: NextModel | None
+) -> Iterator[Finding]:
     try:
         report = RoundReport.from_json(store.get(cid_from_digest(round_info.report_hash)))
     except FedmarketError as exc:
@@ -203,3 +287,10 @@ def _check_report(store: ContentStore, ledger: RoundLedger, round_info, consensu
             )
     if report.new_model_cid != cid_from_digest(round_info.new_model_hash):
         yield Finding(ledger.round_no, "report", "names another model than the published one")
+    if expected is not None and report.server_state_cid != expected.state_cid:
+        # The next round's FedAdam step starts from the state named here: a wrong one is a wrong model.
+        yield Finding(
+            ledger.round_no,
+            "report",
+            f"names server optimizer state {report.server_state_cid}, recomputed {expected.state_cid}",
+        )

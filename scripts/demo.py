@@ -35,6 +35,7 @@ import traceback
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,34 @@ def machine() -> dict:
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DataSplit:
+    """The demo's data: a test split (its yardstick), one disjoint held-out split per validator
+    (the first is the owner's) and the rest split non-IID among the trainers."""
+
+    test: LocalData
+    validators: list[LocalData]
+    trainers: list[LocalData]
+    pool: LocalData  # the trainers' samples together, for the centralized baseline
+
+
+def split_data(
+    X: np.ndarray, y: np.ndarray, *, trainers: int, validators: int, alpha: float, seed: int
+) -> DataSplit:
+    """The demo's split; the attack and fairness benches use the same one."""
+    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_fraction=TEST_FRACTION, seed=seed)
+    held = []
+    for i in range(validators):
+        share = VALIDATOR_FRACTION / (1 - TEST_FRACTION - i * VALIDATOR_FRACTION)
+        X_rest, X_held, y_rest, y_held = train_test_split(
+            X_rest, y_rest, test_fraction=share, seed=seed + i + 1
+        )
+        held.append(LocalData(X_held, y_held))
+    parts = dirichlet_split(y_rest, parts=trainers, alpha=alpha, seed=seed, min_size=20)
+    trainer_parts = [LocalData(X_rest[p], y_rest[p]) for p in parts]
+    return DataSplit(LocalData(X_test, y_test), held, trainer_parts, LocalData(X_rest, y_rest))
+
+
 def centralized_accuracy(
     spec: TaskSpec, train_data: LocalData, validation: LocalData, *, epochs: int, seed: int
 ) -> float:
@@ -204,22 +233,18 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         wait_until_healthy(api_url, coordinator_proc, log)
         console.print(f"coordinator {api_url} (log {log})")
 
-        # Data: a test split (the demo's yardstick), one disjoint held-out split per validator, and
-        # the rest split non-IID among the trainers.
         X, y = load_dataset(args.dataset)
-        X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_fraction=TEST_FRACTION, seed=args.seed)
-        validator_files = []
-        for i in range(args.validators):
-            share = VALIDATOR_FRACTION / (1 - TEST_FRACTION - i * VALIDATOR_FRACTION)
-            X_rest, X_held, y_rest, y_held = train_test_split(
-                X_rest, y_rest, test_fraction=share, seed=args.seed + i + 1
-            )
-            validator_files.append(save_npz(workdir / "data" / f"validator-{i}.npz", X_held, y_held))
-        X_train, y_train = X_rest, y_rest
-        parts = dirichlet_split(y_train, parts=args.trainers, alpha=args.alpha, seed=args.seed, min_size=20)
+        split = split_data(
+            X, y, trainers=args.trainers, validators=args.validators, alpha=args.alpha, seed=args.seed
+        )
+        X_test, y_test = split.test.X, split.test.y
+        validator_files = [
+            save_npz(workdir / "data" / f"validator-{i}.npz", held.X, held.y)
+            for i, held in enumerate(split.validators)
+        ]
         data_files = [
-            save_npz(workdir / "data" / f"trainer-{i}.npz", X_train[p], y_train[p])
-            for i, p in enumerate(parts)
+            save_npz(workdir / "data" / f"trainer-{i}.npz", part.X, part.y)
+            for i, part in enumerate(split.trainers)
         ]
 
         spec = digit_task_spec(
@@ -305,7 +330,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
             per_trainer.append({
                 "address": account.address,
                 "role": roles[i],
-                "samples": int(len(parts[i])),
+                "samples": len(split.trainers[i]),
                 "stake": MIN_STAKE / ONE_TOKEN,
                 "stake_returned": summary.get("stake_returned", 0) / ONE_TOKEN,
                 "earned": earned["trainer"].get(account.address, 0) / ONE_TOKEN,
@@ -344,7 +369,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         (workdir / "verify.log").write_text(verify.stdout + verify.stderr)
         console.print(verify.stdout.rstrip())
 
-        union = LocalData(X_train.astype(np.float32), y_train.astype(np.int64))
+        union = LocalData(split.pool.X.astype(np.float32), split.pool.y.astype(np.int64))
         baseline = centralized_accuracy(
             spec, union, test, epochs=args.rounds * args.local_epochs, seed=args.seed
         )

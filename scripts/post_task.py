@@ -30,7 +30,12 @@ def digit_task_spec(
     dataset: str, input_dim: int, *, local_epochs: int = 2, seed: int = 0, dp_noise: float | None = None
 ) -> TaskSpec:
     """An MLP for the bundled digit data sets, with settings tuned for 5-10 non-IID trainers;
-    `dp_noise` asks trainers for DP-SGD with that noise multiplier (clip norm 1, delta 1e-5)."""
+    `dp_noise` asks trainers for DP-SGD with that noise multiplier (clip norm 1, delta 1e-5).
+
+    The recipe and the server optimizer were picked by `bench/aggregation_choice.py` on the demo's
+    data (reports/aggregation.json): local SGD at lr 0.1 with momentum 0.9 plus server momentum
+    0.5 (FedAvgM) ended 10 rounds at 0.948 against the demo's centralized 0.944, where plain
+    FedAvg at lr 0.15, momentum 0.5 ended at 0.911 against 0.931."""
     return mlp_spec(
         name=f"{dataset}-mlp",
         description=f"Classify {dataset} images (flattened) into 10 digits.",
@@ -43,9 +48,10 @@ def digit_task_spec(
             "local_epochs": local_epochs,
             "batch_size": 32,
             "optimizer": "sgd",
-            "learning_rate": 0.15,
-            "momentum": 0.5,
+            "learning_rate": 0.1,
+            "momentum": 0.9,
         },
+        aggregation={"method": "fedavg", "server_optimizer": "fedavgm", "server_momentum": 0.5},
         privacy=None
         if dp_noise is None
         else {"noise_multiplier": dp_noise, "max_grad_norm": 1.0, "delta": 1e-5},

@@ -332,7 +332,7 @@ def _node(
     node = TrainerNode(
         task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
         state_root=state_dir, poll_interval=poll, on_event=on_event or event_printer(EVENT_LINES),
-        transform_update=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
+        attack=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
     )  # fmt: skip
     attach_node_log(node.state.path, f"fedmarket-trainer: task {task_id} as {node.address} on {rpc_url}")
     if data is not None:

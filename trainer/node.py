@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from fedmarket.chain import MarketClient, TaskInfo, TrainerInfo
@@ -26,9 +27,10 @@ from fedmarket.files import atomic_write
 from fedmarket.learning import LocalData, train
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskStatus, make_commitment
-from fedmarket.rounds import DeltaRewrite, fetch_model, prepare_update
+from fedmarket.rounds import fetch_model, prepare_update
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
+from trainer.attacks import Attack, AttackContext, attack_context
 from trainer.round_node import EventSink, RoundNode, RoundSummary, Standing
 
 log = logging.getLogger("fedmarket.trainer")
@@ -106,7 +108,7 @@ class TrainerNode(RoundNode):
         state_root: Path,
         poll_interval: float = 0.5,
         on_event: EventSink | None = None,
-        transform_update: DeltaRewrite | None = None,
+        attack: Attack | None = None,
         train_seed: int | None = None,
     ) -> None:
         super().__init__(
@@ -115,8 +117,8 @@ class TrainerNode(RoundNode):
         self.coordinator = coordinator
         self.data = data
         self.state = StateDir(state_root, task_id, self.address)
-        # A hook that rewrites the delta before encoding: how the demo plays an attacker.
-        self._transform = transform_update
+        # How the demo plays an attacker: a change to the training data and a delta rewrite.
+        self._attack = attack
         # Demo only: reproducible training (a seed per round derived from this); default random.
         self._train_seed = train_seed
         self.summary: NodeSummary = NodeSummary()
@@ -216,13 +218,21 @@ class TrainerNode(RoundNode):
         model = build_model(spec)
         model.load_state_dict(global_state)
         self._emit("training", {"round": round_no, "epochs": spec.training.local_epochs})
+        data = self._attack.training_data(self.data, spec.num_classes) if self._attack else self.data
         result = train(
-            model, self.data, spec.training, seed=self._seed_for(round_no), privacy=spec.privacy,
+            model, data, spec.training, seed=self._seed_for(round_no), privacy=spec.privacy,
             on_epoch=lambda epoch, loss: self._emit("epoch", {"round": round_no, "epoch": epoch, "loss": loss}),
         )  # fmt: skip
+        rewrite = None
+        if self._attack is not None:
+            context = attack_context(
+                self._attack, chain=self.chain, store=self.store, spec=spec, task_id=self.task_id,
+                round_no=round_no, global_state=global_state, data=data, seed=self._seed_for(round_no),
+            )  # fmt: skip
+            rewrite = partial(_rewrite_with, self._attack, context)
         prepared = prepare_update(
             global_state=global_state, trained_state=model.state_dict(), task_id=self.task_id, round_no=round_no,
-            trainer=self.address, num_samples=result.num_samples, rewrite=self._transform,
+            trainer=self.address, num_samples=result.num_samples, rewrite=rewrite,
         )  # fmt: skip
         state = RoundState(
             round=round_no, update_hash=prepared.update_hash.hex(), salt=prepared.salt.hex(),
@@ -253,3 +263,7 @@ class TrainerNode(RoundNode):
         self.state.save(state)
         self.summary.rounds_revealed.append(state.round)
         self._emit("revealed", {"round": state.round, "cid": cid})
+
+
+def _rewrite_with(attack: Attack, context: AttackContext, delta: dict) -> dict:
+    return attack.rewrite(delta, context)

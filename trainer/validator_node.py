@@ -24,11 +24,9 @@ from fedmarket.display import fmt, iso_time
 from fedmarket.errors import ContractRevert, FedmarketError
 from fedmarket.files import atomic_write
 from fedmarket.learning import LocalData
-from fedmarket.ledger import read_round
-from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskStatus, make_score_commitment, new_salt
-from fedmarket.rounds import fetch_model
-from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
+from fedmarket.rounds import score_revealed
+from fedmarket.scoring import ScoredUpdate
 from fedmarket.spec import TaskSpec
 from fedmarket.store import ContentStore
 from trainer.round_node import EventSink, RoundNode, RoundSummary, Standing
@@ -196,18 +194,19 @@ class ValidatorNode(RoundNode):
 
     def score(self, round_no: int, spec: TaskSpec) -> tuple[list[str], list[ScoredUpdate]]:
         """This validator's entries for the round, in the contract's order of revealers."""
-        ledger = read_round(self.chain, self.task_id, round_no)
-        trainers = ledger.trainers
-        global_state = fetch_model(self.store, spec, ledger.model_hash)
-        revealed = [Revealed(t, h, self._fetch(h)) for t, h in ledger.reveals.items()]  # reveal order
-        model = build_model(spec)
-
-        self._emit("scoring", {"round": round_no, "updates": len(trainers)})
-        entries = RULES[spec.scoring.method](
-            spec=spec, task_id=self.task_id, round_no=round_no, global_state=global_state,
-            revealed=revealed, losses_of_state=losses_on(model, self.data),
-        )  # fmt: skip
-        return trainers, [entries[t] for t in trainers]
+        self._emit(
+            "scoring", {"round": round_no, "updates": self.chain.round(self.task_id, round_no).reveal_count}
+        )
+        ledger, entries = score_revealed(
+            self.chain,
+            self.store,
+            spec,
+            self.data,
+            task_id=self.task_id,
+            round_no=round_no,
+            fetch=self._fetch,
+        )
+        return ledger.trainers, [entries[t] for t in ledger.trainers]
 
     def _fetch(self, update_hash: bytes) -> bytes | None:
         """The blob, verified against its hash by the store; None if it cannot be had."""

@@ -12,7 +12,7 @@ data by one rule (shapes, dtypes, label range, ``feature_scale``) and measure by
 - :mod:`fedmarket.learning.data`: :func:`load_local_data` (NPZ or CSV file), :func:`parse_npz`
   (an upload in memory), :func:`check_local_data` (arrays);
 - :mod:`fedmarket.learning.training`: :class:`LocalData`, :func:`train` (optionally DP-SGD),
-  :func:`evaluate`. Plain PyTorch: no chain, store or HTTP.
+  :func:`evaluate`, :func:`proximal_term` (FedProx). Plain PyTorch: no chain, store or HTTP.
 """
 
 from fedmarket.errors import DataMismatchError
@@ -23,6 +23,7 @@ from fedmarket.learning.training import (
     TrainResult,
     evaluate,
     make_optimizer,
+    proximal_term,
     sample_losses,
     train,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "load_local_data",
     "make_optimizer",
     "parse_npz",
+    "proximal_term",
     "sample_losses",
     "train",
 ]

@@ -1,7 +1,8 @@
 """Local training and evaluation: plain PyTorch, no knowledge of chains, stores or HTTP.
 
 :func:`train` runs the task's recipe (``TrainingSettings``) on a trainer's local data, optionally
-with differential privacy (DP-SGD through Opacus); :func:`evaluate` measures loss and accuracy.
+with differential privacy (DP-SGD through Opacus) and optionally FedProx's proximal term
+(:func:`proximal_term`); :func:`evaluate` measures loss and accuracy.
 Both work in place on an ``nn.Module`` (normally ``fedmarket.models.build_model(spec)`` loaded
 with the round's global weights); the node takes the weight delta afterwards.
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -24,7 +26,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedmarket.spec import PrivacySettings, TrainingSettings
 
-__all__ = ["EvalResult", "LocalData", "TrainResult", "evaluate", "make_optimizer", "sample_losses", "train"]
+__all__ = [
+    "EvalResult",
+    "LocalData",
+    "TrainResult",
+    "evaluate",
+    "make_optimizer",
+    "proximal_term",
+    "sample_losses",
+    "train",
+]
 
 
 @dataclass
@@ -98,6 +109,19 @@ def make_optimizer(parameters, settings: TrainingSettings) -> torch.optim.Optimi
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; expected 'sgd' or 'adam'")
 
 
+def proximal_term(model: nn.Module, anchor: Mapping[str, torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's ``(mu / 2) * ||w - w_global||**2`` over the model's parameters (Li et al. 2020).
+
+    Added to the local loss, its gradient ``mu * (w - w_global)`` pulls the weights back toward the
+    round's model, so a trainer with skewed data drifts less far in its local epochs. ``anchor``
+    maps parameter names to the global weights; buffers are not parameters and take no part.
+    """
+    total = torch.zeros((), device=_device_of(model))
+    for name, parameter in model.named_parameters():
+        total = total + ((parameter - anchor[name].to(parameter.device)) ** 2).sum()
+    return 0.5 * mu * total
+
+
 def train(
     model: nn.Module,
     data: LocalData,
@@ -120,6 +144,11 @@ def train(
     noise, so a node should draw the seed from a secure source (``secrets.randbits(63)``) when
     training privately. Either way ``model`` ends up holding the trained weights under its
     original ``state_dict`` keys, with no Opacus hooks or attributes left on it.
+
+    ``settings.proximal_mu`` > 0 adds :func:`proximal_term` around the weights ``model`` starts
+    with (the round's global model) to every batch's loss; the reported loss stays the data loss.
+    DP-SGD does not take it (Opacus clips per-sample gradients and would drop it silently), so
+    privacy with a proximal term is refused.
     """
     if len(data) == 0:
         raise ValueError("no local samples to train on")
@@ -128,7 +157,13 @@ def train(
             "need local_epochs >= 1 and batch_size >= 1, "
             f"got {settings.local_epochs} and {settings.batch_size}"
         )
+    if privacy is not None and settings.proximal_mu:
+        raise ValueError("DP-SGD training does not support a proximal term: set training.proximal_mu to 0")
     device = _device_of(model)
+    regularizer = None
+    if settings.proximal_mu:
+        anchor = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+        regularizer = partial(proximal_term, model, anchor, settings.proximal_mu)
     features, labels = data.tensors()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -140,8 +175,9 @@ def train(
         model.train()
         if privacy is None:
             loss = _run_epochs(
-                model, loader, optimizer, epochs=settings.local_epochs, device=device, on_epoch=on_epoch
-            )
+                model, loader, optimizer, epochs=settings.local_epochs, device=device, on_epoch=on_epoch,
+                regularizer=regularizer,
+            )  # fmt: skip
             epsilon = None
         else:
             loss, epsilon = _train_private(
@@ -207,8 +243,10 @@ def _run_epochs(
     epochs: int,
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
 ) -> float:
-    """Plain training epochs; returns the last epoch's mean loss per sample (NaN if it saw none)."""
+    """Plain training epochs; returns the last epoch's mean data loss per sample (NaN if it saw
+    none). ``regularizer()``, when given, is added to each batch's loss before the backward pass."""
     criterion = nn.CrossEntropyLoss()
     mean_loss = math.nan
     for epoch in range(1, epochs + 1):
@@ -219,7 +257,7 @@ def _run_epochs(
             loss = criterion(model(batch_x), batch_y)
             # A Poisson-sampled batch may be empty; it still takes a (pure noise) DP step, which
             # the accountant counts, so it must go through backward and step like the others.
-            loss.backward()
+            (loss if regularizer is None else loss + regularizer()).backward()
             optimizer.step()
             if len(batch_y):
                 total += float(loss.detach()) * len(batch_y)

@@ -22,6 +22,7 @@ from fedmarket.scoring import (
     EXACT_SHAPLEY_MAX,
     SCORE_UNIT,
     Coalitions,
+    Reference,
     Revealed,
     leave_one_out_values,
     score_round,
@@ -34,7 +35,10 @@ TASK, ROUND = 7, 3
 A, B, C, D = (f"0x{i:040x}" for i in range(0xA1, 0xA5))  # lower-case, not checksummed
 SPEC = mlp_spec(
     name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=5.0,
-    aggregation={"method": "fedavg", "max_weight_share": 1.0}, scoring={"method": "loo", "harm_threshold": -0.5},
+    aggregation={"method": "fedavg", "max_weight_share": 1.0},
+    # These hand-made deltas are all multiples of one vector: copy, norm and signal screening (tested below,
+    # on SCREENED) would flag them, so it is off here.
+    scoring={"method": "loo", "harm_threshold": -0.5, "copy_similarity": 1.0, "max_norm_ratio": 0, "min_signal": 0},
 )  # fmt: skip
 SHAPLEY = SPEC.model_copy(update={"scoring": SPEC.scoring.model_copy(update={"method": "shapley"})})
 GLOBAL = {"0.weight": torch.zeros(2, 2), "0.bias": torch.zeros(2)}
@@ -219,3 +223,114 @@ def test_sampled_shapley_is_seeded_bounded_and_adds_up_within_its_truncation():
     everyone = float(coalitions.losses(frozenset()).mean() - coalitions.losses(frozenset(range(n))).mean())
     assert sum(v.mean for v in first) == pytest.approx(everyone, rel=0.02)
     assert first[-1].mean > first[0].mean > 0  # the larger step toward the target is worth more
+
+
+# --- copies and outliers -------------------------------------------------------------------------
+# Screening runs on SCREENED (the default thresholds) with deltas in different directions.
+
+SCREENED = mlp_spec(
+    name="tiny", input_dim=2, num_classes=2, hidden=(), norm_bound=50.0,
+    aggregation={"method": "fedavg", "max_weight_share": 1.0}, scoring={"method": "loo", "harm_threshold": -1e6},
+)  # fmt: skip
+DIRECTIONS = {  # pairwise |cosine| well below the 0.99 default
+    A: ([1.0, 0.2, 0.1, 0.0], [0.3, 0.1]),
+    B: ([0.1, 1.0, 0.0, 0.3], [0.0, 0.4]),
+    C: ([0.0, 0.2, 1.0, 0.1], [0.5, 0.0]),
+    D: ([0.2, 0.0, 0.3, 1.0], [0.1, 0.6]),
+}
+
+
+def directed(trainer: str, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    weight, bias = DIRECTIONS[trainer]
+    return {"0.weight": scale * torch.tensor(weight).reshape(2, 2), "0.bias": scale * torch.tensor(bias)}
+
+
+def screened(deltas: dict[str, dict[str, torch.Tensor]], references=(), spec=SCREENED):
+    reveals = [
+        revealed(t, encode_update(d, task_id=TASK, round=ROUND, trainer=t, num_samples=10))
+        for t, d in deltas.items()
+    ]
+    return score_round(
+        spec=spec, task_id=TASK, round_no=ROUND, global_state=GLOBAL, revealed=reveals,
+        losses_of_state=loss_of_state, references=list(references),
+    )  # fmt: skip
+
+
+def reason_of(entries, trainer: str):
+    return entries[to_checksum_address(trainer)].entry, entries[to_checksum_address(trainer)].reason
+
+
+def test_updates_in_different_directions_pass_the_screen():
+    entries = screened({t: directed(t) for t in (A, B, C)})
+    assert all(reason_of(entries, t)[1] is None for t in (A, B, C))
+
+
+def test_a_zero_update_is_flagged_as_a_copy_of_the_global_model():
+    entries = screened(
+        {A: directed(A), B: directed(B), C: {k: torch.zeros_like(v) for k, v in GLOBAL.items()}}
+    )
+    assert reason_of(entries, C) == (INVALID, RejectionReason.COPY)
+    assert "zero update" in entries[to_checksum_address(C)].detail
+    assert reason_of(entries, A)[1] is None
+
+
+def test_an_echo_of_the_last_aggregate_and_its_negation_are_copies():
+    last = Reference("the previous round's aggregate", directed(D, 0.7))
+    echo = {k: v + 1e-4 for k, v in directed(D, 0.7).items()}  # near-equal, not equal
+    replay = directed(D, -0.7)  # minus the last aggregate: the previous model replayed
+    entries = screened({A: directed(A), B: echo, C: replay}, references=[last])
+    assert reason_of(entries, B) == (INVALID, RejectionReason.COPY)
+    assert reason_of(entries, C) == (INVALID, RejectionReason.COPY)
+    assert "the previous round's aggregate" in entries[to_checksum_address(B)].detail
+    assert reason_of(entries, A)[1] is None
+
+
+def test_a_replay_of_an_earlier_update_is_a_copy_even_of_the_trainers_own():
+    earlier = Reference(f"{to_checksum_address(A)}'s round {ROUND - 1} update", directed(A))
+    entries = screened({A: directed(A, 1.01), B: directed(B), C: directed(C)}, references=[earlier])
+    assert reason_of(entries, A) == (INVALID, RejectionReason.COPY)
+    assert reason_of(entries, B)[1] is None
+
+
+def test_the_same_update_from_two_trainers_in_one_round_flags_both():
+    # Commit-reveal rules out an honest same-round copy, so identical vectors mean collusion (ALIE, IPM).
+    entries = screened({A: directed(A), B: directed(C), C: directed(C, 1.001)})
+    assert reason_of(entries, B) == (INVALID, RejectionReason.COPY)
+    assert reason_of(entries, C) == (INVALID, RejectionReason.COPY)
+    assert reason_of(entries, A)[1] is None
+
+
+def test_an_update_far_above_the_rounds_median_norm_is_an_outlier():
+    entries = screened({A: directed(A), B: directed(B), C: directed(C), D: directed(D, 10.0)})
+    assert reason_of(entries, D) == (INVALID, RejectionReason.NORM_OUTLIER)
+    assert all(reason_of(entries, t)[1] is None for t in (A, B, C))
+    off = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"max_norm_ratio": 0})})
+    assert reason_of(screened({A: directed(A), B: directed(B), D: directed(D, 10.0)}, spec=off), D)[1] is None
+
+
+def test_copy_similarity_one_turns_copy_screening_off():
+    off = SCREENED.model_copy(
+        update={"scoring": SCREENED.scoring.model_copy(update={"copy_similarity": 1.0})}
+    )
+    entries = screened({A: directed(A), B: directed(C), C: directed(C, 1.001)}, spec=off)
+    assert all(reason_of(entries, t)[1] is None for t in (A, B, C))
+
+
+def test_an_update_unaligned_with_the_validators_own_carries_no_signal():
+    # The validator's own update points along A's direction; an orthogonal update (what noise
+    # is, in many dimensions) and a flipped one are flagged, the rest pass.
+    own = directed(A, 0.5)
+    flipped = directed(B, -1.0)
+    orthogonal = {"0.weight": torch.tensor([[0.0, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 0.0])}
+    reveals = {A: directed(A), B: flipped, C: orthogonal}
+    entries = score_round(
+        spec=SCREENED, task_id=TASK, round_no=ROUND, global_state=GLOBAL, losses_of_state=loss_of_state,
+        revealed=[
+            revealed(t, encode_update(d, task_id=TASK, round=ROUND, trainer=t, num_samples=10))
+            for t, d in reveals.items()
+        ],
+        validator_update=own,
+    )  # fmt: skip
+    assert reason_of(entries, B) == (INVALID, RejectionReason.NO_SIGNAL)
+    assert reason_of(entries, C) == (INVALID, RejectionReason.NO_SIGNAL)
+    assert reason_of(entries, A)[1] is None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedmarket.datasets import load_dataset, train_test_split
-from fedmarket.learning import EvalResult, LocalData, TrainResult, evaluate, train
+from fedmarket.learning import EvalResult, LocalData, TrainResult, evaluate, proximal_term, train
 from fedmarket.models import build_model
 from fedmarket.spec import PrivacySettings, TrainingSettings, mlp_spec
 
@@ -134,3 +134,56 @@ def test_training_on_no_samples_is_refused():
 def test_local_data_with_more_samples_than_labels_is_refused():
     with pytest.raises(ValueError, match="3 samples but y has 2 labels"):
         LocalData(np.zeros((3, 64), dtype=np.float32), np.zeros(2, dtype=np.int64))
+
+
+# --- FedProx's proximal term ------------------------------------------------------------------------
+
+
+def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
+
+
+def test_the_proximal_term_is_half_mu_times_the_squared_distance_to_the_anchor():
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        model.bias.copy_(torch.tensor([3.0]))
+    anchor = {"weight": torch.tensor([[0.0, 0.0]]), "bias": torch.tensor([1.0])}
+    assert float(proximal_term(model, anchor, 0.5)) == pytest.approx(0.25 * (1 + 4 + 4))
+    assert float(proximal_term(model, anchor, 0.0)) == 0.0
+    assert float(proximal_term(model, weights(model), 3.0)) == 0.0
+
+
+def test_mu_zero_trains_exactly_as_without_the_term(digits):
+    train_data, _ = digits
+    plain, prox0 = build_model(SPEC), build_model(SPEC)
+    train(plain, train_data, SGD, seed=3)
+    train(prox0, train_data, SGD.model_copy(update={"proximal_mu": 0.0}), seed=3)
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(prox0).values(), strict=True)
+    )
+
+
+def test_a_positive_mu_keeps_the_trained_weights_closer_to_the_global_model(digits):
+    train_data, _ = digits
+    start = weights(build_model(SPEC))
+    moved = {}
+    for mu in (0.0, 0.1, 1.0):
+        model = build_model(SPEC)
+        result = train(model, train_data, SGD.model_copy(update={"proximal_mu": mu}), seed=3)
+        moved[mu] = distance(weights(model), start)
+        assert math.isfinite(result.loss)
+    assert moved[1.0] < moved[0.1] < moved[0.0]
+
+
+def test_dp_training_with_a_proximal_term_is_refused(digits):
+    train_data, _ = digits
+    privacy = PrivacySettings(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)
+    with pytest.raises(ValueError, match="proximal"):
+        train(
+            build_model(SPEC),
+            train_data,
+            SGD.model_copy(update={"proximal_mu": 0.1}),
+            seed=1,
+            privacy=privacy,
+        )

@@ -36,11 +36,10 @@ from fedmarket.consensus import MAX_SCORE
 from fedmarket.deploy import ONE_TOKEN
 from fedmarket.errors import FedmarketError
 from fedmarket.learning import LocalData, train
-from fedmarket.ledger import RoundLedger, read_round
 from fedmarket.models import build_model
 from fedmarket.protocol import RoundPhase, TaskTerms, make_score_commitment, new_salt
-from fedmarket.rounds import DeltaRewrite, PreparedUpdate, fetch_model, prepare_update
-from fedmarket.scoring import RULES, Revealed, ScoredUpdate, losses_on
+from fedmarket.rounds import DeltaRewrite, PreparedUpdate, fetch_model, prepare_update, score_revealed
+from fedmarket.scoring import ScoredUpdate
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import ContentStore, HttpStore
 from testkit.market import MarketEnv
@@ -387,19 +386,17 @@ class ScriptedValidator:
     def score(self, task_id: int, spec: TaskSpec) -> list[int]:
         """This round's vector: the rule's entries for every revealer, as this validator's mode says."""
         self.round_no = self._timed("chain", self.chain.task, task_id).current_round
-        ledger: RoundLedger = self._timed("chain", read_round, self.chain, task_id, self.round_no)
-        self.trainers = ledger.trainers
-        global_state = self._timed("storage", fetch_model, self.store, spec, ledger.model_hash)
-        revealed = [Revealed(t, h, self._fetch(h)) for t, h in ledger.reveals.items()]  # reveal order
-        if self._model is None:
-            self._model = build_model(spec)
-        model = self._model
-
         started = time.perf_counter()
-        self.scored = RULES[spec.scoring.method](
-            spec=spec, task_id=task_id, round_no=self.round_no, global_state=global_state,
-            revealed=revealed, losses_of_state=losses_on(model, self.data),
-        )  # fmt: skip
+        ledger, self.scored = score_revealed(
+            self.chain,
+            self.store,
+            spec,
+            self.data,
+            task_id=task_id,
+            round_no=self.round_no,
+            fetch=self._fetch,
+        )
+        self.trainers = ledger.trainers
         self.timings["scoring"] += time.perf_counter() - started
         entries = [self.scored[t].entry for t in self.trainers]
         if self.rewrite is not None:
