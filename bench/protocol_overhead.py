@@ -61,8 +61,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,22 +72,17 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from backend.db import Database  # noqa: E402
 from backend.orchestrator import StepAction, TaskOrchestrator  # noqa: E402
-from fedmarket.chain import MarketClient, TxResult  # noqa: E402
+from bench.simulation import ChainTimer, SimulatedTrainer, SimulatedValidator, Stopwatch, TimedStore  # noqa: E402
+from fedmarket.chain import MarketClient  # noqa: E402
 from fedmarket.cid import cid_from_digest  # noqa: E402
-from fedmarket.codec import decode_model  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
 from fedmarket.datasets import load_dataset  # noqa: E402
 from fedmarket.deploy import ONE_TOKEN, deploy_market, fund_accounts  # noqa: E402
 from fedmarket.devnet import Anvil, dev_account  # noqa: E402
-from fedmarket.learning import LocalData, train  # noqa: E402
-from fedmarket.ledger import read_round  # noqa: E402
-from fedmarket.models import build_model  # noqa: E402
-from fedmarket.protocol import TaskTerms, make_score_commitment, new_salt  # noqa: E402
+from fedmarket.learning import LocalData  # noqa: E402
+from fedmarket.protocol import TaskTerms  # noqa: E402
 from fedmarket.report import RoundReport, SubmissionOutcome  # noqa: E402
-from fedmarket.rounds import PreparedUpdate, prepare_update  # noqa: E402
-from fedmarket.scoring import RULES, Revealed, losses_on  # noqa: E402
 from fedmarket.spec import TaskSpec, mlp_spec  # noqa: E402
-from fedmarket.store import DirectoryStore  # noqa: E402
 from scripts.gas_report import TARGETS as GAS_TARGETS  # noqa: E402
 
 REPORT_PATH = REPO_ROOT / "reports" / "bench.json"
@@ -112,70 +105,6 @@ CATEGORIES = ("training", "chain_tx", "chain_reads", "storage", "codec", "aggreg
 # ------------------------------------------------------------------------------------ timing
 
 
-class Stopwatch:
-    """Seconds per category. A span opened inside another is not counted again (a store method
-    that calls another store method, a transaction that reads the chain), so categories never overlap."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._open = False
-
-    @contextmanager
-    def span(self, category: str) -> Iterator[None]:
-        if self._open:
-            yield
-            return
-        self._open = True
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[category] += time.perf_counter() - started
-            self._open = False
-
-    def take(self) -> dict[str, float]:
-        """What was measured since the last take, and start again from zero."""
-        taken = dict(self.seconds)
-        self.seconds.clear()
-        return taken
-
-
-class ChainTimer:
-    """A MarketClient observer (fedmarket.chain.ChainObserver) that books the client's chain I/O on
-    a stopwatch and keeps each transaction's gas: every transaction as ``chain_tx``, every read (a
-    view, an eth_getLogs page, a block query) as ``chain_reads``."""
-
-    def __init__(self, watch: Stopwatch) -> None:
-        self.watch = watch
-        self.sent: list[tuple[str, int, float]] = []  # (function, gas used, seconds), in sending order
-
-    def span(self, kind: str, name: str):
-        return self.watch.span("chain_tx" if kind == "transaction" else "chain_reads")
-
-    def transaction_mined(self, name: str, result: TxResult, seconds: float) -> None:
-        self.sent.append((name, result.gas_used, seconds))
-
-
-class TimedStore(DirectoryStore):
-    """A DirectoryStore whose reads and writes are booked as ``storage``."""
-
-    def __init__(self, root: Path, *, watch: Stopwatch) -> None:
-        super().__init__(root)
-        self.watch = watch
-
-    def put(self, data) -> str:
-        with self.watch.span("storage"):
-            return super().put(data)
-
-    def get(self, cid: str) -> bytes:
-        with self.watch.span("storage"):
-            return super().get(cid)
-
-    def has(self, cid: str) -> bool:
-        with self.watch.span("storage"):
-            return super().has(cid)
-
-
 def count_rpc_requests(w3) -> Counter:
     """Counts every JSON-RPC request `w3` sends, by method (innermost middleware: what hits the wire)."""
     from web3.middleware import Web3Middleware
@@ -189,92 +118,6 @@ def count_rpc_requests(w3) -> Counter:
 
     w3.middleware_onion.inject(CountRequests, name="count_rpc_requests", layer=0)
     return counts
-
-
-# ------------------------------------------------------------------------------------ actors
-
-
-@dataclass
-class SimulatedTrainer:
-    """A trainer node reduced to its protocol steps, with the SDK called directly."""
-
-    chain: MarketClient  # observed by a ChainTimer
-    data: LocalData
-    pending: PreparedUpdate | None = None  # until revealed
-
-    @property
-    def address(self) -> str:
-        return self.chain.signer
-
-    def train_and_commit(
-        self, task_id: int, round_no: int, *, spec: TaskSpec, store: TimedStore, seed: int
-    ) -> float:
-        """Fetch the global model, train, encode, commit; returns the seconds spent training."""
-        watch = store.watch  # the same stopwatch as this trainer's ChainTimer
-        model_hash = self.chain.round(task_id, round_no).model_hash
-        blob = store.get(cid_from_digest(model_hash))
-        with watch.span("codec"):
-            model = build_model(spec)
-            global_state = decode_model(blob, model=model)
-            model.load_state_dict(global_state)
-        started = time.perf_counter()
-        result = train(model, self.data, spec.training, seed=seed)
-        training = time.perf_counter() - started
-        with watch.span("codec"):
-            self.pending = prepare_update(
-                global_state=global_state, trained_state=model.state_dict(), task_id=task_id, round_no=round_no,
-                trainer=self.address, num_samples=result.num_samples,
-            )  # fmt: skip
-        self.chain.commit(task_id, self.pending.commitment)
-        return training
-
-    def upload_and_reveal(self, task_id: int, store: TimedStore) -> None:
-        assert self.pending is not None, "train_and_commit first"
-        store.put(self.pending.blob)
-        self.chain.reveal(task_id, self.pending.update_hash, self.pending.salt)
-        self.pending = None
-
-
-@dataclass
-class SimulatedValidator:
-    """A validator node reduced to its protocol steps: score with the real rule, commit, reveal."""
-
-    chain: MarketClient  # observed by a ChainTimer
-    data: LocalData
-    entries: list[int] = field(default_factory=list)
-    salt: bytes = b""
-
-    @property
-    def address(self) -> str:
-        return self.chain.signer
-
-    def score_and_commit(self, task_id: int, round_no: int, *, spec: TaskSpec, store: TimedStore) -> float:
-        """Read the round's revealers, fetch their updates, score them, commit; returns the
-        seconds spent scoring (the rule: decode, checks, leave-one-out, evaluations)."""
-        watch = store.watch
-        ledger = read_round(self.chain, task_id, round_no)
-        blob = store.get(cid_from_digest(ledger.model_hash))
-        with watch.span("scoring"):
-            model = build_model(spec)
-            global_state = decode_model(blob, model=model)
-        revealed = [Revealed(t, h, store.get(cid_from_digest(h))) for t, h in ledger.reveals.items()]
-
-        started = time.perf_counter()
-        with watch.span("scoring"):
-            scored = RULES[spec.scoring.method](
-                spec=spec, task_id=task_id, round_no=round_no, global_state=global_state,
-                revealed=revealed, losses_of_state=losses_on(model, self.data),
-            )  # fmt: skip
-        scoring = time.perf_counter() - started
-        self.entries = [scored[t].entry for t in ledger.trainers]
-        self.salt = new_salt()
-        self.chain.commit_scores(
-            task_id, make_score_commitment(task_id, round_no, self.address, self.entries, self.salt)
-        )
-        return scoring
-
-    def reveal(self, task_id: int) -> None:
-        self.chain.reveal_scores(task_id, self.entries, self.salt)
 
 
 @dataclass

@@ -67,7 +67,7 @@ from fedmarket.rounds import fetch_model  # noqa: E402
 from fedmarket.spec import TaskSpec  # noqa: E402
 from fedmarket.store import HttpStore  # noqa: E402
 from scripts.post_task import digit_task_spec  # noqa: E402
-from trainer.attacks import ATTACKS, BAD_VALIDATORS  # noqa: E402
+from trainer.attacks import ATTACKS, BAD_VALIDATORS, shards  # noqa: E402
 
 console = Console(soft_wrap=True)  # paths and addresses stay whole, to copy
 OWNER_INDEX, COORDINATOR_INDEX, FIRST_TRAINER_INDEX, FIRST_VALIDATOR_INDEX = 1, 2, 4, 40  # Anvil dev accounts
@@ -76,6 +76,7 @@ REWARD_POOL = 10_000 * ONE_TOKEN
 MIN_STAKE = 100 * ONE_TOKEN
 TRAINER_FUNDS = 1_000 * ONE_TOKEN
 REPORTS = REPO_ROOT / "reports"
+SYBIL_IDENTITIES = 3  # --attacker sybil: one data set across this many identities
 FLAG_NAMES = {HARMFUL: "harmful", INVALID: "invalid", UNAVAILABLE: "unavailable"}
 
 
@@ -90,7 +91,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--validators", type=int, default=3, help="the owner's validator and independent ones"
     )
-    parser.add_argument("--attacker", choices=ATTACKS, default=None, help="make the last trainer malicious")
+    parser.add_argument(
+        "--attacker",
+        choices=ATTACKS,
+        default=None,
+        help="make the last trainer malicious (sybil: the last three identities share one data set)",
+    )
     parser.add_argument(
         "--bad-validator", choices=BAD_VALIDATORS, default=None, help="make the last validator dishonest"
     )
@@ -237,6 +243,10 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
         split = split_data(
             X, y, trainers=args.trainers, validators=args.validators, alpha=args.alpha, seed=args.seed
         )
+        attackers = 1
+        if args.attacker == "sybil":  # the last trainer's data, split across the last identities
+            attackers = min(SYBIL_IDENTITIES, args.trainers - 1)
+            split.trainers[-attackers:] = shards(split.trainers[-1], attackers)
         X_test, y_test = split.test.X, split.test.y
         validator_files = [
             save_npz(workdir / "data" / f"validator-{i}.npz", held.X, held.y)
@@ -287,7 +297,7 @@ def run_demo(args: argparse.Namespace, workdir: Path) -> dict:
 
         roles = ["honest"] * args.trainers
         if args.attacker:
-            roles[-1] = "attacker"
+            roles[-attackers:] = ["attacker"] * attackers
         trainer_procs = []
         for i, (account, data_file) in enumerate(zip(trainers, data_files, strict=True)):
             command = [
