@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo gas bench fuzz openapi compile devnet deploy coordinator clean help
+.PHONY: setup test lint format demo gas bench bench-store fuzz openapi compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy (make format rewrites the files)"
 	@echo "make gas    - gas used per operation on a real devnet -> reports/gas.json"
 	@echo "make bench  - protocol overhead per round, 5/20/50 in-process trainers -> reports/bench.json"
+	@echo "make bench-store - coordinator memory with 20 stalled 40 MiB uploads -> reports/store_memory.json"
 	@echo "make fuzz   - the contract invariant fuzzer, 200 new random examples (make test runs 8 fixed ones)"
 	@echo "make openapi - the coordinator API's schema -> docs/openapi.json (a test fails while it is stale)"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
@@ -74,6 +75,9 @@ gas: setup
 
 bench: setup
 	$(PY) bench/protocol_overhead.py
+
+bench-store: setup
+	$(PY) bench/store_memory.py
 
 fuzz: setup
 	FEDMARKET_FUZZ=1 FEDMARKET_FUZZ_EXAMPLES=200 $(PY) -m pytest -q tests/contracts/test_invariants.py
