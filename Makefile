@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo gas bench attacks fairness fuzz openapi compile devnet deploy coordinator clean help
+.PHONY: setup test lint format demo gas bench bench-store attacks fairness fuzz openapi compile devnet deploy coordinator clean help
 
 help:
 	@echo "make demo   - start a devnet, deploy, and run the end-to-end demo"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench  - protocol overhead per round (5/20/50 trainers) and Shapley cost (10/50/200 updates) -> reports/bench.json"
 	@echo "make attacks - ten attacks, 3 of 10 trainers, in-process on a real devnet -> reports/attacks.json"
 	@echo "make fairness - does pay follow value for honest trainers (cases a-e) -> reports/fairness.json"
+	@echo "make bench-store - coordinator memory with 20 stalled 40 MiB uploads -> reports/store_memory.json"
 	@echo "make fuzz   - the contract invariant fuzzer, 200 new random examples (make test runs 8 fixed ones)"
 	@echo "make openapi - the coordinator API's schema -> docs/openapi.json (a test fails while it is stale)"
 	@echo "make devnet - Anvil on :8545 in the foreground; then make deploy, make coordinator"
@@ -83,6 +84,9 @@ attacks: setup
 
 fairness: setup
 	$(PY) bench/fairness.py
+
+bench-store: setup
+	$(PY) bench/store_memory.py
 
 fuzz: setup
 	FEDMARKET_FUZZ=1 FEDMARKET_FUZZ_EXAMPLES=200 $(PY) -m pytest -q tests/contracts/test_invariants.py

@@ -83,9 +83,11 @@ def main() -> None:
     """Console script `fedmarket-coordinator`."""
     import uvicorn
 
+    from backend.server import uvicorn_config
+
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level="info")).run()
 
 
 if __name__ == "__main__":

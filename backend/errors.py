@@ -26,9 +26,12 @@ REVERT_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}
 
     @classmethod
     def from_revert(cls, revert: ContractRevert, *, doing: str) -> ApiError:
@@ -37,13 +40,18 @@ class ApiError(Exception):
 
 # What each refusal status means across the API; the `error` name in the body says exactly why.
 STATUS_MEANING = {
-    400: "Malformed input the route checks itself (InvalidCID, EmptyBlob)",
-    401: "The upload signature is malformed, expired, or valid for too long",
-    403: "Signed by someone who may not do this (NotTaskOwner, TaskMarketInvalidSignature)",
+    400: "Malformed input the route checks itself (InvalidCID, EmptyBlob, InvalidUploadHeader, "
+    "SizeMismatch, HashMismatch)",
+    401: "The upload is unsigned and not a blob the chain names, or its signature is malformed, expired, "
+    "or valid for too long",
+    403: "Signed by someone who may not do this (NotAParticipant, TaskNotOpen, TaskMarketInvalidSignature)",
     404: "No such resource, or not indexed yet (TaskNotFound, RoundNotFound, BlobNotFound)",
+    408: "The upload sent nothing for upload_read_timeout seconds, or took longer than upload_timeout",
     409: "Already done with this signature (SignatureReplayed): sign again",
     413: "The body is over this coordinator's size limit",
     422: "A malformed field, parameter or header (InvalidRequest), or input refused on its merits",
+    429: "Too many uploads in flight (UploadsBusy, TooManyUploads: retry after Retry-After) or the "
+    "uploader's hourly quota is spent (UploadQuotaExceeded)",
     500: "The coordinator's own copy failed verification (CorruptBlob)",
     503: "The chain cannot answer (ChainUnavailable) or the market is paused (EnforcedPause)",
 }
@@ -65,7 +73,7 @@ def _body(error: str, detail: str) -> dict:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.error, exc.detail), status_code=exc.status)
+        return JSONResponse(_body(exc.error, exc.detail), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -506,6 +506,19 @@ class CoordinatorInfo(_Public):
     market: HexAddress = Field(description="the TaskMarket contract")
     token: HexAddress = Field(description="the reward and stake token (FMToken)")
     deploy_block: int = Field(description="the block the market was deployed in")
+    orchestrates: str = Field(
+        description="which tasks naming this coordinator it runs (starts rounds, pays gas)"
+    )
+    owner_allowlist: list[HexAddress] = Field(
+        description="owners whose tasks naming this coordinator it runs even when posted elsewhere"
+    )
+    relay_deadline_margin: int = Field(
+        description="seconds a relayed task's signature and permit deadlines must exceed the latest block's time by"
+    )
+    max_blob_bytes: int = Field(description="the largest blob the store takes")
+    upload_quota_bytes_per_hour: int = Field(
+        description="bytes one address may upload to the store in any hour"
+    )
 
 
 class Health(_Public):

@@ -8,10 +8,11 @@ refuses to start without an explicit coordinator key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from eth_utils import is_address, to_checksum_address
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fedmarket.devnet import dev_account
 
@@ -32,6 +33,33 @@ class Settings(BaseSettings):
     )
     store_dir: Path | None = Field(default=None, description="blob directory; default data_dir/blobs")
     max_blob_bytes: int = 64 * MiB
+    # The store takes uploads from a task's participants only (see backend/uploads.py), bounded:
+    upload_quota_bytes_per_hour: int = Field(
+        default=1024 * MiB, gt=0, description="bytes one address may upload in any hour"
+    )
+    max_concurrent_uploads: int = Field(
+        default=32, ge=1, description="uploads in flight at once, all addresses"
+    )
+    max_uploads_per_address: int = Field(
+        default=4, ge=1, description="uploads in flight at once, one address"
+    )
+    upload_read_timeout: float = Field(default=30.0, gt=0, description="seconds an upload may send nothing")
+    upload_timeout: float = Field(default=600.0, gt=0, description="seconds one upload may take in all")
+    # HTTP server (uvicorn): a connection must send its request headers within header_timeout
+    # (slowloris), idle keep-alive connections close after timeout_keep_alive, and past
+    # limit_concurrency open connections new requests get a 503.
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to send a request's headers")
+    timeout_keep_alive: int = Field(default=5, ge=1)
+    limit_concurrency: int = Field(default=512, ge=1, description="open connections at most")
+    # The relay: a signature's deadline must outlast the transaction's inclusion by this much.
+    relay_deadline_margin: int = Field(
+        default=60, ge=0, description="seconds a relayed deadline must exceed the latest block's time by"
+    )
+    owner_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="owners (comma-separated addresses) whose tasks naming this coordinator it runs "
+        "even when posted elsewhere; tasks posted through POST /v1/tasks always run",
+    )
     poll_interval: float = 0.5  # seconds between chain polls of the orchestrator and indexer
     run_orchestrators: bool = True  # off for an API-only replica
     # Aggregation and model codecs: one thread avoids oversubscribing a shared host
@@ -39,6 +67,18 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("owner_allowlist", mode="before")
+    @classmethod
+    def _addresses(cls, value: object) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError("owner_allowlist is a comma-separated list of addresses")
+        addresses = [str(item).strip() for item in items if str(item).strip()]
+        for address in addresses:
+            if not is_address(address):
+                raise ValueError(f"owner_allowlist: {address!r} is not a 0x-prefixed 20-byte address")
+        return [to_checksum_address(a) for a in addresses]
 
     @model_validator(mode="after")
     def _require_key_outside_devnet(self) -> Settings:

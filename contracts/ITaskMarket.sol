@@ -24,6 +24,10 @@ pragma solidity ^0.8.24;
  *                refunds what is left of the pool to the owner.
  * A task whose coordinator stops starting rounds can be expired by anyone (see {expireTask}).
  *
+ * Seats: a trainer joined when a round starts is bound to it. One that neither commits nor leaves
+ * during its commit phase loses its seat when the round closes and is charged `slashBps` of
+ * `minStake`, burned ({TrainersUnseated}); a seat cannot be held without taking part.
+ *
  * Consensus (computed in {finalizeRound}; `fedmarket.consensus` mirrors it bit for bit). Let T be
  * the round's revealers and V the validators that revealed, both in ascending address order, s[v][i]
  * validator v's entry for trainer i, w[v] its stake; a validator's entry for itself is ignored
@@ -41,7 +45,8 @@ pragma solidity ^0.8.24;
  * What nobody earns stays in the pool.
  *
  * Constants (public on TaskMarket): MAX_TRAINERS and MAX_VALIDATORS cap `maxTrainers` and
- * `maxValidators` (and so the cost of {finalizeRound}); MAX_SCORE = 2**128 - 1; MIN_AGREEMENT =
+ * `maxValidators`, and so every list a settlement takes (its cost); MAX_WINDOW = 7 days caps each
+ * phase window; MAX_SCORE = 2**128 - 1; MIN_AGREEMENT =
  * 5e17; the flags SCORE_UNAVAILABLE = type(int256).min, SCORE_INVALID = min + 1, SCORE_HARMFUL =
  * min + 2; BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD. Each early close sets its
  * phase's deadline to the current time; the later phases then follow back to back, each for its
@@ -55,16 +60,16 @@ interface ITaskMarket {
         uint16 rounds; // number of rounds; each round gets pool / rounds left as its budget
         uint16 minTrainers; // quorum: revealed updates needed to finalize a round
         uint16 maxTrainers; // most trainers joined at once (at most MAX_TRAINERS)
-        uint16 slashBps; // share of stake slashed (burned) for a rejected update or a missed reveal
-        uint32 commitWindow; // seconds
-        uint32 revealWindow; // seconds
+        uint16 slashBps; // share of stake slashed (burned) for a rejected update, a missed reveal or a lost seat
+        uint32 commitWindow; // seconds, 1 ..= MAX_WINDOW
+        uint32 revealWindow; // seconds, 1 ..= MAX_WINDOW
         uint256 rewardPool; // tokens locked by the owner
         uint256 minStake; // tokens a trainer stakes to join
         uint16 minValidators; // quorum: revealed score vectors needed to finalize a round
         uint16 maxValidators; // most validators joined at once (at most MAX_VALIDATORS)
         uint16 validatorShareBps; // share of each round's budget for validators, basis points
-        uint32 scoreWindow; // seconds for score commits
-        uint32 scoreRevealWindow; // seconds for score reveals
+        uint32 scoreWindow; // seconds for score commits, 1 ..= MAX_WINDOW
+        uint32 scoreRevealWindow; // seconds for score reveals, 1 ..= MAX_WINDOW
         uint256 minValidatorStake; // least tokens a validator stakes to join
     }
 
@@ -165,6 +170,8 @@ interface ITaskMarket {
 
     /// @dev A term of a task is out of range; `field` names it.
     error TaskMarketInvalidTerms(string field);
+    /// @dev Phase window `field` is longer than `maximum` (MAX_WINDOW) seconds.
+    error TaskMarketWindowTooLong(string field, uint256 window, uint256 maximum);
     /// @dev The relayed task's owner signature has expired.
     error TaskMarketSignatureExpired(uint256 deadline);
     /// @dev The signature over the task terms was not made by `owner`.
@@ -180,7 +187,7 @@ interface ITaskMarket {
     error TaskMarketNotJoined(uint256 taskId, address trainer);
     /// @dev A joined trainer or validator of an open task takes its stake back by leaving.
     error TaskMarketStillJoined(uint256 taskId, address account);
-    /// @dev The trainer committed in a round that is not closed yet.
+    /// @dev The trainer committed in a round that is not closed yet (it may leave only while paused).
     error TaskMarketOpenCommitment(uint256 taskId, address trainer, uint16 round);
     error TaskMarketNothingToWithdraw(uint256 taskId, address account);
     error TaskMarketNotEnoughTrainers(uint256 taskId, uint16 joined, uint16 required);
@@ -196,6 +203,8 @@ interface ITaskMarket {
     error TaskMarketValidatorQuorumNotReached(uint256 taskId, uint16 revealed, uint16 required);
     /// @dev Both quorums were reached: the round must be finalized, not aborted.
     error TaskMarketAbortNotAllowed(uint256 taskId);
+    /// @dev Within the settlement grace after an unpause only the coordinator may abort, until `allowedAt`.
+    error TaskMarketAbortTooEarly(uint256 taskId, uint256 allowedAt);
     /// @dev A trainer listed for slashing was already slashed or listed twice.
     error TaskMarketAlreadyRejected(uint256 taskId, address trainer);
     /// @dev Every committer that did not reveal must be slashed: `listed` of `expected` were.
@@ -209,7 +218,7 @@ interface ITaskMarket {
     error TaskMarketNotValidator(uint256 taskId, address validator);
     error TaskMarketStakeTooLow(uint256 taskId, uint256 stake, uint256 minimum);
     error TaskMarketInvalidDataHash(uint256 taskId);
-    /// @dev The validator committed scores in a round that is not closed yet.
+    /// @dev The validator committed scores in a round that is not closed yet (it may leave only while paused).
     error TaskMarketOpenScoreCommitment(uint256 taskId, address validator, uint16 round);
     error TaskMarketScoresAlreadyCommitted(uint256 taskId, address validator, uint16 round);
     error TaskMarketScoresNotCommitted(uint256 taskId, address validator, uint16 round);
@@ -279,6 +288,10 @@ interface ITaskMarket {
         uint256 indexed taskId, uint16 indexed round, uint256 trainerPayout, uint256 validatorPayout, uint256 burned
     );
     event RoundAborted(uint256 indexed taskId, uint16 indexed round, uint16 slashedCount, uint256 burned);
+    /// @notice `count` trainers bound to the round did not commit: their seats are free and
+    /// `charged` (count x `slashBps` of `minStake`) is burned. Emitted by the closing settlement, or
+    /// by {leave} for one that leaves after the commit phase.
+    event TrainersUnseated(uint256 indexed taskId, uint16 indexed round, uint16 count, uint256 charged);
     event ModelPublished(uint256 indexed taskId, uint16 indexed round, bytes32 modelHash, bytes32 reportHash);
     event RewardsClaimed(uint256 indexed taskId, address indexed account, uint256 amount);
 
@@ -317,25 +330,32 @@ interface ITaskMarket {
 
     /**
      * @notice Ends a task whose next round was not started within the settlement grace period
-     * after the previous round closed (a coordinator gone, or too few trainers left),
-     * and refunds what is left of the pool to the owner. Claims and stake withdrawals stay open.
+     * after the previous round closed, or after the last unpause if that came later (a
+     * coordinator gone, or too few trainers left), and refunds what is left of the pool to the
+     * owner. Claims and stake withdrawals stay open.
      * @dev Requirements: task open; at least one round started and the current one closed; the
-     * grace period passed. Anyone may call it. Emits {TaskExpired}.
+     * grace period passed; not paused. Anyone may call it. Emits {TaskExpired}.
      */
     function expireTask(uint256 taskId) external;
 
     // ---------------------------------------------------------------- trainers
 
     /**
-     * @notice Stakes `minStake` tokens and joins the task as a trainer.
-     * @dev Requirements: task open; not joined; fewer than `maxTrainers` joined; allowance for
-     * `minStake`; not paused. Emits {TrainerJoined}.
+     * @notice Stakes `minStake` tokens and joins the task as a trainer, bound to every round that
+     * starts from now on (see Seats above). A trainer whose seat was lost may join again.
+     * @dev Requirements: task open; not joined; not still in an open round it left during a pause;
+     * fewer than `maxTrainers` joined; allowance for `minStake`; not paused. Emits {TrainerJoined}.
      */
     function join(uint256 taskId) external;
 
     /**
-     * @notice Leaves an open task as a trainer and takes the whole stake back.
-     * @dev Requirements: joined; no commitment in a round that is still open. Emits {TrainerLeft}.
+     * @notice Leaves the task as a trainer and takes the stake back: all of it, except after the
+     * commit phase of a round it is bound to and did not commit in (the seat charge is burned,
+     * {TrainersUnseated}). A committer of an open round may leave only while the market is paused;
+     * what a slash could take (`slashBps` of its stake) then stays at stake until the round
+     * closes, and the round settles it as before (it can still reveal).
+     * @dev Requirements: joined; no commitment in a round that is still open, unless paused.
+     * Emits {TrainerLeft} with the amount paid.
      */
     function leave(uint256 taskId) external;
 
@@ -351,8 +371,11 @@ interface ITaskMarket {
     function joinAsValidator(uint256 taskId, bytes32 dataHash, uint256 stake) external;
 
     /**
-     * @notice Leaves an open task as a validator and takes the whole stake back.
-     * @dev Requirements: joined; no score commitment in a round that is still open. Emits {ValidatorLeft}.
+     * @notice Leaves the task as a validator and takes the whole stake back. A score committer of
+     * an open round may leave only while paused, and leaves `slashBps` of its stake (its weight
+     * in that round's consensus) until the round closes.
+     * @dev Requirements: joined; no score commitment in a round that is still open, unless paused.
+     * Emits {ValidatorLeft} with the amount paid.
      */
     function leaveValidator(uint256 taskId) external;
 
@@ -360,8 +383,8 @@ interface ITaskMarket {
      * @notice Commits to a score vector: `commitment = keccak256(abi.encode(taskId, round,
      * validator, scores, salt))`, `scores` an `int256[]` with one entry per revealer in ascending
      * address order. The last joined validator to commit opens the score-reveal phase at once.
-     * @dev Requirements: joined validator; phase ScoreCommit; not committed this round; not paused.
-     * Emits {ScoresCommitted}.
+     * @dev Requirements: joined validator; phase ScoreCommit; not committed this round. Works while
+     * paused. Emits {ScoresCommitted}.
      */
     function commitScores(uint256 taskId, bytes32 commitment) external;
 
@@ -376,9 +399,10 @@ interface ITaskMarket {
     // ---------------------------------------------------------------- both roles
 
     /**
-     * @notice Takes back every stake the caller has left in the task: after being rejected or
-     * slashed, or after the task ended.
-     * @dev Requirements: a stake; not joined in an open task. Emits {StakeWithdrawn}.
+     * @notice Takes back every stake the caller has left in the task: after being rejected,
+     * slashed or unseated, or after the task ended.
+     * @dev Requirements: a stake; not joined in an open task; not left during a pause from a round
+     * still open. Emits {StakeWithdrawn}.
      */
     function withdrawStake(uint256 taskId) external;
 
@@ -403,7 +427,8 @@ interface ITaskMarket {
     /**
      * @notice Commits to an update: `commitment = keccak256(abi.encode(taskId, round, trainer,
      * updateHash, salt))`. The last joined trainer to commit opens the reveal phase at once.
-     * @dev Requirements: joined; phase Commit; not committed this round; not paused. Emits {Committed}.
+     * @dev Requirements: joined (seat not lost); phase Commit; not committed this round. Works
+     * while paused, so that a pause never costs a bound trainer its seat. Emits {Committed}.
      */
     function commit(uint256 taskId, bytes32 commitment) external;
 
@@ -422,17 +447,20 @@ interface ITaskMarket {
      * @dev Requirements: phase Settling; both quorums reached; `s` complete and sorted as
      * documented in {Settlement}; not paused. Emits {TrainerSettled} per revealer,
      * {ValidatorSettled} per score revealer, {TrainerSlashed}/{ValidatorSlashed} per slash,
-     * {RoundFinalized}, and {TaskCompleted} after the last round.
+     * {TrainersUnseated} when bound trainers did not commit, {RoundFinalized} (`burned` counts the
+     * slashes and the seat charges), and {TaskCompleted} after the last round.
      */
     function finalizeRound(uint256 taskId, Settlement calldata s) external;
 
     /**
      * @notice Closes a round that missed a quorum (fewer than `minTrainers` reveals or
-     * `minValidators` score reveals); anyone may call it once the phase is Settling. The listed
-     * non-revealers and silent validators must be exactly those of the round; they are slashed.
-     * The round's budget stays in the pool and the model is unchanged.
-     * @dev Requirements: see above; not paused. Emits the slash events, {RoundAborted}, and
-     * {TaskCompleted} after the last round.
+     * `minValidators` score reveals); anyone may call it once the phase is Settling, except that
+     * for a settlement grace after an unpause only the coordinator may. The listed non-revealers
+     * and silent validators must be exactly those of the round; they are slashed. Bound trainers
+     * that did not commit lose their seats, as in {finalizeRound}. The round's budget stays in the
+     * pool and the model is unchanged.
+     * @dev Requirements: see above; not paused. Emits the slash events, {TrainersUnseated},
+     * {RoundAborted}, and {TaskCompleted} after the last round.
      */
     function abortRound(uint256 taskId, address[] calldata nonRevealers, address[] calldata silentValidators)
         external;

@@ -39,6 +39,9 @@ abstract contract TaskMarketStorage {
     int256 public constant SCORE_HARMFUL = type(int256).min + 2;
     /// @notice Where slashed stake goes: burned, so that nobody profits from causing a slash.
     address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
+    /// @notice Longest phase window a task may set (each of the four): a round cannot hold stakes
+    /// and seats for longer than 4 * MAX_WINDOW before it can be settled.
+    uint32 public constant MAX_WINDOW = 7 days;
 
     /// @dev Denominator of `slashBps` and `validatorShareBps`: basis points.
     uint256 internal constant BPS = 10_000;
@@ -82,11 +85,40 @@ abstract contract TaskMarketStorage {
         bool closed;
         bool aborted;
         bool modelPublished;
+        // Trainers bound to this round (joined before it started) that neither committed nor left
+        // yet: they lose their seat and are charged when it closes, without being listed.
+        uint16 uncommitted;
         uint64 closedAt;
         uint96 payout;
         bytes32 modelHash;
         bytes32 newModelHash;
         bytes32 reportHash;
+    }
+
+    /// @dev A trainer as stored: {ITaskMarket-Trainer} and what keeps its seat honest, in one slot.
+    struct StoredTrainer {
+        uint96 stake;
+        uint96 claimable;
+        uint16 lastCommitRound;
+        uint16 lastRevealRound;
+        bool joined;
+        // The first round it must commit in (the one after the round current at its join): missing
+        // a round it is bound to costs its seat and a charge, see {_seatLost}.
+        uint16 firstRound;
+        // Left during a pause with a commitment in round `lastCommitRound`: the share a slash could
+        // take stays at stake until that round closes.
+        bool leaving;
+    }
+
+    /// @dev A validator as stored: {ITaskMarket-Validator} with the same `leaving` mark.
+    struct StoredValidator {
+        uint96 stake;
+        uint96 claimable;
+        uint16 lastScoreCommitRound;
+        uint16 lastScoreRevealRound;
+        bool joined;
+        bool leaving;
+        bytes32 dataHash;
     }
 
     IERC20 internal immutable _token;
@@ -95,16 +127,38 @@ abstract contract TaskMarketStorage {
     mapping(uint256 taskId => StoredTerms) internal _terms;
     mapping(uint256 taskId => ITaskMarket.TaskState) internal _state;
     mapping(uint256 taskId => mapping(uint16 round => StoredRound)) internal _rounds;
-    mapping(uint256 taskId => mapping(address trainer => ITaskMarket.Trainer)) internal _trainers;
+    mapping(uint256 taskId => mapping(address trainer => StoredTrainer)) internal _trainers;
     /// @dev The trainer's commitment for its `lastCommitRound` (EMPTY_COMMITMENT before its first).
     mapping(uint256 taskId => mapping(address trainer => bytes32)) internal _commitments;
-    mapping(uint256 taskId => mapping(address validator => ITaskMarket.Validator)) internal _validators;
+    mapping(uint256 taskId => mapping(address validator => StoredValidator)) internal _validators;
     /// @dev The validator's score commitment for its `lastScoreCommitRound`, replaced by
     /// `keccak256(abi.encode(scores))` once revealed (EMPTY_COMMITMENT before its first).
     mapping(uint256 taskId => mapping(address validator => bytes32)) internal _scoreCommitments;
+    /// @dev When the market was last unpaused: the coordinator gets a whole settlement grace from
+    /// then before anyone else may abort a round or expire a task.
+    uint64 internal _unpausedAt;
 
     constructor(IERC20 token_) {
         _token = token_;
+    }
+
+    /// @dev The latest closed round of the task (0 before any closed).
+    function _lastClosedRound(uint256 taskId, ITaskMarket.TaskState storage state) internal view returns (uint16) {
+        uint16 current = state.currentRound;
+        return current == 0 || _rounds[taskId][current].closed ? current : current - 1;
+    }
+
+    /// @dev Whether a trainer stored as joined lost its seat: it did not commit in a closed round it
+    /// was bound to. Commits follow each other round by round, so checking the latest closed round
+    /// is enough; the closing settlement freed the seat and burned {_seatCharge} already.
+    function _seatLost(StoredTrainer storage trainer, uint16 lastClosed) internal view returns (bool) {
+        return trainer.joined && trainer.firstRound <= lastClosed && trainer.lastCommitRound < lastClosed;
+    }
+
+    /// @dev What a lost seat costs: `slashBps` of the stake a join takes (every seated trainer holds
+    /// at least that much), so that a settlement can burn it for trainers it never lists.
+    function _seatCharge(StoredTerms storage terms) internal view returns (uint256) {
+        return uint256(terms.minStake) * terms.slashBps / BPS;
     }
 
     function _existingTask(uint256 taskId) internal view returns (ITaskMarket.TaskState storage state) {
@@ -204,7 +258,12 @@ contract TaskMarketSettlement is TaskMarketStorage {
         uint256 eligible; // sum of a[v] over validators at or above MIN_AGREEMENT
     }
 
-    constructor(IERC20 token_) TaskMarketStorage(token_) {}
+    /// @dev The market's settlement grace (immutables live in code, so each contract keeps its own).
+    uint256 private immutable _settlementGrace;
+
+    constructor(IERC20 token_, uint256 settlementGrace_) TaskMarketStorage(token_) {
+        _settlementGrace = settlementGrace_;
+    }
 
     /// @dev See {ITaskMarket-finalizeRound}.
     function finalizeRound(uint256 taskId, ITaskMarket.Settlement calldata s) external {
@@ -232,6 +291,7 @@ contract TaskMarketSettlement is TaskMarketStorage {
             burned = _slashRejected(taskId, state, s.trainers, tally.outcomes, slashBps);
             burned += _slashCommitters(taskId, state, round, s.nonRevealers, slashBps);
             burned += _slashSilentValidators(taskId, state, round, s.silentValidators, slashBps);
+            burned += _unseatUncommitted(taskId, state, terms, round);
         }
 
         uint256 payout = trainerPayout + validatorPayout;
@@ -255,10 +315,16 @@ contract TaskMarketSettlement is TaskMarketStorage {
         if (round.revealCount >= terms.minTrainers && round.scoreRevealCount >= terms.minValidators) {
             revert ITaskMarket.TaskMarketAbortNotAllowed(taskId);
         }
+        // A pause may have kept the coordinator from acting: it gets a whole grace after the unpause.
+        uint256 allowedAt = uint256(_unpausedAt) + _settlementGrace;
+        if (block.timestamp < allowedAt && msg.sender != terms.coordinator) {
+            revert ITaskMarket.TaskMarketAbortTooEarly(taskId, allowedAt);
+        }
 
         uint256 slashBps = terms.slashBps;
         uint256 burned = _slashCommitters(taskId, state, round, nonRevealers, slashBps);
         burned += _slashSilentValidators(taskId, state, round, silentValidators, slashBps);
+        burned += _unseatUncommitted(taskId, state, terms, round);
         round.closed = true;
         round.aborted = true;
         round.closedAt = uint64(block.timestamp);
@@ -349,7 +415,7 @@ contract TaskMarketSettlement is TaskMarketStorage {
         for (uint256 v = 0; v < validators.length; ++v) {
             address account = validators[v];
             if (account <= previous) revert ITaskMarket.TaskMarketUnsorted(taskId, "validators");
-            ITaskMarket.Validator storage validator = _validators[taskId][account];
+            StoredValidator storage validator = _validators[taskId][account];
             // The revealed vector had one in-range entry per revealer; matching its hash proves the same of this one.
             if (
                 validator.lastScoreRevealRound != roundNo
@@ -562,7 +628,7 @@ contract TaskMarketSettlement is TaskMarketStorage {
             uint256 value = tally.values[i];
             uint256 payout = value == 0 ? 0 : budget * value / totalValue;
             if (payout != 0) {
-                ITaskMarket.Trainer storage trainer = _trainers[taskId][trainers[i]];
+                StoredTrainer storage trainer = _trainers[taskId][trainers[i]];
                 trainer.claimable = (trainer.claimable + payout).toUint96();
                 paid += payout;
             }
@@ -583,7 +649,7 @@ contract TaskMarketSettlement is TaskMarketStorage {
             uint256 agreement = tally.agreements[v];
             uint256 payout = agreement >= MIN_AGREEMENT ? budget * agreement / tally.eligible : 0;
             if (payout != 0) {
-                ITaskMarket.Validator storage validator = _validators[taskId][validators[v]];
+                StoredValidator storage validator = _validators[taskId][validators[v]];
                 validator.claimable = (validator.claimable + payout).toUint96();
                 paid += payout;
             }
@@ -603,8 +669,9 @@ contract TaskMarketSettlement is TaskMarketStorage {
         uint16 removed = 0;
         for (uint256 i = 0; i < trainers.length; ++i) {
             if (outcomes[i] != ITaskMarket.Outcome.Rejected) continue;
-            slashed += _slashTrainer(taskId, roundNo, trainers[i], slashBps);
-            ++removed;
+            (uint256 amount, bool seated) = _slashTrainer(taskId, roundNo, trainers[i], slashBps);
+            slashed += amount;
+            if (seated) ++removed;
         }
         state.trainerCount -= removed;
     }
@@ -621,14 +688,18 @@ contract TaskMarketSettlement is TaskMarketStorage {
         uint256 slashBps
     ) private returns (uint256 slashed) {
         uint16 roundNo = state.currentRound;
+        uint16 removed = 0;
         for (uint256 i = 0; i < accounts.length; ++i) {
             address account = accounts[i];
-            ITaskMarket.Trainer storage trainer = _trainers[taskId][account];
+            StoredTrainer storage trainer = _trainers[taskId][account];
             if (trainer.lastCommitRound != roundNo) revert ITaskMarket.TaskMarketNotCommitted(taskId, account, roundNo);
             if (trainer.lastRevealRound == roundNo) revert ITaskMarket.TaskMarketRevealed(taskId, account);
-            // A committer cannot leave while the round is open: not joined means listed twice.
-            if (!trainer.joined) revert ITaskMarket.TaskMarketAlreadyRejected(taskId, account);
-            slashed += _slashTrainer(taskId, roundNo, account, slashBps);
+            // A committer leaves an open round only during a pause, and stays marked `leaving`:
+            // neither joined nor leaving means listed twice.
+            if (!trainer.joined && !trainer.leaving) revert ITaskMarket.TaskMarketAlreadyRejected(taskId, account);
+            (uint256 amount, bool seated) = _slashTrainer(taskId, roundNo, account, slashBps);
+            slashed += amount;
+            if (seated) ++removed;
         }
         // Cannot underflow: every reveal follows a commit in the same round.
         uint16 expected = round.commitCount - round.revealCount;
@@ -636,21 +707,58 @@ contract TaskMarketSettlement is TaskMarketStorage {
         if (accounts.length != expected) {
             revert ITaskMarket.TaskMarketNonRevealersMismatch(taskId, uint16(accounts.length), expected);
         }
-        state.trainerCount -= expected;
+        state.trainerCount -= removed;
     }
 
-    /// @dev Cuts a trainer's stake by `slashBps` and removes it from the task; returns the cut.
+    /// @dev Cuts a trainer's stake by `slashBps` and removes it from the task; returns the cut and
+    /// whether it still held a seat. One that left during a pause kept exactly the cut at stake.
     function _slashTrainer(uint256 taskId, uint16 roundNo, address account, uint256 slashBps)
         private
-        returns (uint256 amount)
+        returns (uint256 amount, bool seated)
     {
-        ITaskMarket.Trainer storage trainer = _trainers[taskId][account];
+        StoredTrainer storage trainer = _trainers[taskId][account];
         uint256 stake = trainer.stake;
-        amount = stake * slashBps / BPS;
+        seated = trainer.joined;
+        amount = seated ? stake * slashBps / BPS : stake;
         // Cannot truncate: amount <= stake, which fits in uint96.
         trainer.stake = uint96(stake - amount);
         trainer.joined = false;
+        trainer.leaving = false;
         emit ITaskMarket.TrainerSlashed(taskId, roundNo, account, amount);
+    }
+
+    /// @dev Frees the seats of the trainers bound to the round that did not commit, and returns
+    /// their charges (burned with the slashes; their records catch up when they next act, see
+    /// {TaskMarketStorage-_seatLost}). A counter, not a list: the cost does not grow with them.
+    function _unseatUncommitted(
+        uint256 taskId,
+        ITaskMarket.TaskState storage state,
+        StoredTerms storage terms,
+        StoredRound storage round
+    ) private returns (uint256 charged) {
+        uint16 count = round.uncommitted;
+        if (count == 0) return 0;
+        state.trainerCount -= count;
+        charged = count * _seatCharge(terms);
+        emit ITaskMarket.TrainersUnseated(taskId, state.currentRound, count, charged);
+    }
+
+    /// @dev Cuts a validator's stake by `slashBps` and removes it; returns the cut. One that left
+    /// during a pause kept exactly the cut at stake.
+    function _slashValidator(
+        uint256 taskId,
+        uint16 roundNo,
+        address account,
+        StoredValidator storage validator,
+        uint256 slashBps
+    ) private returns (uint256 amount) {
+        uint256 stake = validator.stake;
+        amount = validator.joined ? stake * slashBps / BPS : stake;
+        // Cannot truncate: amount <= stake, which fits in uint96.
+        validator.stake = uint96(stake - amount);
+        validator.joined = false;
+        validator.leaving = false;
+        emit ITaskMarket.ValidatorSlashed(taskId, roundNo, account, amount);
     }
 
     /**
@@ -665,21 +773,18 @@ contract TaskMarketSettlement is TaskMarketStorage {
         uint256 slashBps
     ) private returns (uint256 slashed) {
         uint16 roundNo = state.currentRound;
+        uint16 removed = 0;
         for (uint256 i = 0; i < accounts.length; ++i) {
             address account = accounts[i];
-            ITaskMarket.Validator storage validator = _validators[taskId][account];
-            // A score committer cannot leave while the round is open: not joined means listed twice.
+            StoredValidator storage validator = _validators[taskId][account];
+            // A score committer leaves an open round only during a pause, marked `leaving`:
+            // neither joined nor leaving means listed twice.
             if (
                 validator.lastScoreCommitRound != roundNo || validator.lastScoreRevealRound == roundNo
-                    || !validator.joined
+                    || !(validator.joined || validator.leaving)
             ) revert ITaskMarket.TaskMarketNotSilent(taskId, account);
-            uint256 stake = validator.stake;
-            uint256 amount = stake * slashBps / BPS;
-            // Cannot truncate: amount <= stake, which fits in uint96.
-            validator.stake = uint96(stake - amount);
-            validator.joined = false;
-            slashed += amount;
-            emit ITaskMarket.ValidatorSlashed(taskId, roundNo, account, amount);
+            if (validator.joined) ++removed;
+            slashed += _slashValidator(taskId, roundNo, account, validator, slashBps);
         }
         // Cannot underflow: every score reveal follows a score commit in the same round.
         uint16 expected = round.scoreCommitCount - round.scoreRevealCount;
@@ -687,7 +792,7 @@ contract TaskMarketSettlement is TaskMarketStorage {
         if (accounts.length != expected) {
             revert ITaskMarket.TaskMarketSilentValidatorsMismatch(taskId, uint16(accounts.length), expected);
         }
-        state.validatorCount -= expected;
+        state.validatorCount -= removed;
     }
 }
 
@@ -748,7 +853,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         Ownable(admin)
     {
         _settlementGrace = settlementGrace_;
-        _settlement = address(new TaskMarketSettlement(token_));
+        _settlement = address(new TaskMarketSettlement(token_, settlementGrace_));
     }
 
     // ---------------------------------------------------------------- tasks
@@ -793,13 +898,16 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     }
 
     /// @inheritdoc ITaskMarket
-    function expireTask(uint256 taskId) external nonReentrant {
+    function expireTask(uint256 taskId) external whenNotPaused nonReentrant {
         TaskState storage state = _openTask(taskId);
         uint16 roundNo = state.currentRound;
         if (roundNo == 0) revert TaskMarketWrongPhase(taskId, RoundPhase.None); // the owner may cancel instead
         StoredRound storage round = _rounds[taskId][roundNo];
         if (!round.closed) revert TaskMarketWrongPhase(taskId, _phase(state, round));
-        uint256 expiresAt = uint256(round.closedAt) + _settlementGrace;
+        // A pause stops startRound: the grace counts again from the unpause.
+        uint256 closedAt = round.closedAt;
+        uint256 unpausedAt = _unpausedAt;
+        uint256 expiresAt = (closedAt > unpausedAt ? closedAt : unpausedAt) + _settlementGrace;
         if (block.timestamp < expiresAt) revert TaskMarketNotExpired(taskId, expiresAt);
 
         uint256 refund = state.pool;
@@ -815,13 +923,22 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     function join(uint256 taskId) external whenNotPaused nonReentrant {
         TaskState storage state = _openTask(taskId);
         StoredTerms storage terms = _terms[taskId];
-        Trainer storage trainer = _trainers[taskId][msg.sender];
-        if (trainer.joined) revert TaskMarketAlreadyJoined(taskId, msg.sender);
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
+        uint16 roundNo = state.currentRound;
+        bool open = roundNo != 0 && !_rounds[taskId][roundNo].closed;
+        if (trainer.joined) {
+            if (!_seatLost(trainer, open ? roundNo - 1 : roundNo)) revert TaskMarketAlreadyJoined(taskId, msg.sender);
+            _settleLostSeat(trainer, terms);
+        }
+        // One that left this round during a pause is still in it until it closes.
+        if (open && trainer.lastCommitRound == roundNo) revert TaskMarketOpenCommitment(taskId, msg.sender, roundNo);
         if (state.trainerCount >= terms.maxTrainers) revert TaskMarketTaskFull(taskId, terms.maxTrainers);
 
         uint256 stake = terms.minStake;
         trainer.stake = (trainer.stake + stake).toUint96();
         trainer.joined = true;
+        trainer.firstRound = roundNo + 1;
+        trainer.leaving = false;
         state.trainerCount += 1;
         if (_commitments[taskId][msg.sender] == bytes32(0)) _commitments[taskId][msg.sender] = EMPTY_COMMITMENT;
         emit TrainerJoined(taskId, msg.sender, stake);
@@ -831,23 +948,42 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     /// @inheritdoc ITaskMarket
     function leave(uint256 taskId) external nonReentrant {
         TaskState storage state = _existingTask(taskId);
-        Trainer storage trainer = _trainers[taskId][msg.sender];
-        if (!trainer.joined) revert TaskMarketNotJoined(taskId, msg.sender);
+        StoredTerms storage terms = _terms[taskId];
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
         uint16 roundNo = state.currentRound;
         StoredRound storage round = _rounds[taskId][roundNo];
-        if (trainer.lastCommitRound == roundNo && roundNo != 0 && !round.closed) {
-            revert TaskMarketOpenCommitment(taskId, msg.sender, roundNo);
+        bool open = roundNo != 0 && !round.closed;
+        if (!trainer.joined || _seatLost(trainer, open ? roundNo - 1 : roundNo)) {
+            revert TaskMarketNotJoined(taskId, msg.sender);
         }
         RoundPhase phase = _phase(state, round);
         uint256 stake = trainer.stake;
-        trainer.stake = 0;
+        uint256 kept = 0; // stays at stake
+        uint256 charge = 0; // burned now
+        if (open && trainer.lastCommitRound == roundNo) {
+            // Settlement is stopped while paused: a committer may go, leaving what a slash could take.
+            if (!paused()) revert TaskMarketOpenCommitment(taskId, msg.sender, roundNo);
+            kept = stake * terms.slashBps / BPS;
+            trainer.leaving = true;
+        } else if (open && trainer.firstRound <= roundNo) {
+            // Bound to the round and not committed: free while it may still commit, charged as a
+            // missed round once the commit phase is over.
+            round.uncommitted -= 1;
+            if (phase != RoundPhase.Commit) charge = _seatCharge(terms);
+        }
+        trainer.stake = uint96(kept);
         trainer.joined = false;
         state.trainerCount -= 1;
         // The last trainer yet to commit leaving ends the commit phase, as its commit would have:
         // a later join cannot reopen it.
         if (phase == RoundPhase.Commit && round.commitCount >= state.trainerCount) _closeCommitPhase(round);
-        emit TrainerLeft(taskId, msg.sender, stake);
-        _token.safeTransfer(msg.sender, stake);
+        uint256 refund = stake - kept - charge;
+        emit TrainerLeft(taskId, msg.sender, refund);
+        if (charge != 0) {
+            emit TrainersUnseated(taskId, roundNo, 1, charge);
+            _token.safeTransfer(BURN_ADDRESS, charge);
+        }
+        _token.safeTransfer(msg.sender, refund);
     }
 
     // ---------------------------------------------------------------- validators
@@ -856,8 +992,13 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     function joinAsValidator(uint256 taskId, bytes32 dataHash, uint256 stake) external whenNotPaused nonReentrant {
         TaskState storage state = _openTask(taskId);
         StoredTerms storage terms = _terms[taskId];
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         if (validator.joined) revert TaskMarketAlreadyValidator(taskId, msg.sender);
+        // One that left this round during a pause is still in it until it closes.
+        uint16 roundNo = state.currentRound;
+        if (validator.lastScoreCommitRound == roundNo && roundNo != 0 && !_rounds[taskId][roundNo].closed) {
+            revert TaskMarketOpenScoreCommitment(taskId, msg.sender, roundNo);
+        }
         if (state.validatorCount >= terms.maxValidators) {
             revert TaskMarketValidatorsFull(taskId, terms.maxValidators);
         }
@@ -868,6 +1009,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         // What a slash left of an earlier stake stays at stake, and counts as weight, with the new one.
         validator.stake = (validator.stake + stake).toUint96();
         validator.joined = true;
+        validator.leaving = false;
         validator.dataHash = dataHash;
         state.validatorCount += 1;
         if (_scoreCommitments[taskId][msg.sender] == bytes32(0)) {
@@ -880,16 +1022,21 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     /// @inheritdoc ITaskMarket
     function leaveValidator(uint256 taskId) external nonReentrant {
         TaskState storage state = _existingTask(taskId);
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         if (!validator.joined) revert TaskMarketNotValidator(taskId, msg.sender);
         uint16 roundNo = state.currentRound;
         StoredRound storage round = _rounds[taskId][roundNo];
+        uint256 stake = validator.stake;
+        uint256 kept = 0;
         if (validator.lastScoreCommitRound == roundNo && roundNo != 0 && !round.closed) {
-            revert TaskMarketOpenScoreCommitment(taskId, msg.sender, roundNo);
+            // Settlement is stopped while paused: a score committer may go, leaving what a slash could take.
+            if (!paused()) revert TaskMarketOpenScoreCommitment(taskId, msg.sender, roundNo);
+            kept = stake * _terms[taskId].slashBps / BPS;
+            validator.leaving = true;
         }
         RoundPhase phase = _phase(state, round);
-        uint256 stake = validator.stake;
-        validator.stake = 0;
+        stake -= kept;
+        validator.stake = uint96(kept);
         validator.joined = false;
         state.validatorCount -= 1;
         // The last validator yet to commit leaving ends the score-commit phase, as its commit would have.
@@ -901,13 +1048,13 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     }
 
     /// @inheritdoc ITaskMarket
-    function commitScores(uint256 taskId, bytes32 commitment) external whenNotPaused {
+    function commitScores(uint256 taskId, bytes32 commitment) external {
         TaskState storage state = _existingTask(taskId);
         uint16 roundNo = state.currentRound;
         StoredRound storage round = _rounds[taskId][roundNo];
         RoundPhase phase = _phase(state, round);
         if (phase != RoundPhase.ScoreCommit) revert TaskMarketWrongPhase(taskId, phase);
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         if (!validator.joined) revert TaskMarketNotValidator(taskId, msg.sender);
         if (validator.lastScoreCommitRound == roundNo) {
             revert TaskMarketScoresAlreadyCommitted(taskId, msg.sender, roundNo);
@@ -929,7 +1076,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
             RoundPhase phase = _phase(_existingTask(taskId), round);
             if (phase != RoundPhase.ScoreReveal) revert TaskMarketWrongPhase(taskId, phase);
         }
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         if (validator.lastScoreCommitRound != roundNo) revert TaskMarketScoresNotCommitted(taskId, msg.sender, roundNo);
         if (validator.lastScoreRevealRound == roundNo) {
             revert TaskMarketScoresAlreadyRevealed(taskId, msg.sender, roundNo);
@@ -1006,10 +1153,23 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     /// @inheritdoc ITaskMarket
     function withdrawStake(uint256 taskId) external nonReentrant {
         TaskState storage state = _existingTask(taskId);
-        Trainer storage trainer = _trainers[taskId][msg.sender];
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         bool open = state.status == TaskStatus.Open;
-        if (trainer.joined) {
+        uint16 roundNo = state.currentRound;
+        uint16 lastClosed = _lastClosedRound(taskId, state);
+        // What one that left during a pause kept at stake waits for its round to close.
+        if (lastClosed != roundNo) {
+            if (trainer.leaving && trainer.lastCommitRound == roundNo) {
+                revert TaskMarketOpenCommitment(taskId, msg.sender, roundNo);
+            }
+            if (validator.leaving && validator.lastScoreCommitRound == roundNo) {
+                revert TaskMarketOpenScoreCommitment(taskId, msg.sender, roundNo);
+            }
+        }
+        if (_seatLost(trainer, lastClosed)) {
+            _settleLostSeat(trainer, _terms[taskId]);
+        } else if (trainer.joined) {
             if (open) revert TaskMarketStillJoined(taskId, msg.sender);
             trainer.joined = false;
             state.trainerCount -= 1;
@@ -1030,8 +1190,8 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
     /// @inheritdoc ITaskMarket
     function claim(uint256 taskId) external nonReentrant {
         TaskState storage state = _existingTask(taskId);
-        Trainer storage trainer = _trainers[taskId][msg.sender];
-        Validator storage validator = _validators[taskId][msg.sender];
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
+        StoredValidator storage validator = _validators[taskId][msg.sender];
         uint256 asTrainer = trainer.claimable;
         uint256 asValidator = validator.claimable;
         uint256 amount = asTrainer + asValidator;
@@ -1076,25 +1236,28 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         round.revealLength = revealWindow;
         round.scoreCommitLength = terms.scoreWindow;
         round.scoreRevealLength = terms.scoreRevealWindow;
+        // Every trainer joined now is bound to this round (joins from here on are bound to the next).
+        round.uncommitted = state.trainerCount;
         round.modelHash = modelHash;
         emit RoundStarted(taskId, roundNo, modelHash, commitDeadline, uint64(commitDeadline) + revealWindow);
     }
 
     /// @inheritdoc ITaskMarket
-    function commit(uint256 taskId, bytes32 commitment) external whenNotPaused {
+    function commit(uint256 taskId, bytes32 commitment) external {
         TaskState storage state = _existingTask(taskId);
         uint16 roundNo = state.currentRound;
         StoredRound storage round = _rounds[taskId][roundNo];
         RoundPhase phase = _phase(state, round);
         if (phase != RoundPhase.Commit) revert TaskMarketWrongPhase(taskId, phase);
-        Trainer storage trainer = _trainers[taskId][msg.sender];
-        if (!trainer.joined) revert TaskMarketNotJoined(taskId, msg.sender);
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
+        if (!trainer.joined || _seatLost(trainer, roundNo - 1)) revert TaskMarketNotJoined(taskId, msg.sender);
         if (trainer.lastCommitRound == roundNo) revert TaskMarketAlreadyCommitted(taskId, msg.sender, roundNo);
 
         trainer.lastCommitRound = roundNo;
         _commitments[taskId][msg.sender] = commitment;
         uint16 commitCount = round.commitCount + 1;
         round.commitCount = commitCount;
+        if (trainer.firstRound <= roundNo) round.uncommitted -= 1;
         // The last joined trainer to commit opens the reveal phase, so that a later join cannot reopen it.
         if (commitCount >= state.trainerCount) _closeCommitPhase(round);
         emit Committed(taskId, roundNo, msg.sender, commitment);
@@ -1107,7 +1270,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         StoredRound storage round = _rounds[taskId][roundNo];
         RoundPhase phase = _phase(state, round);
         if (phase != RoundPhase.Reveal) revert TaskMarketWrongPhase(taskId, phase);
-        Trainer storage trainer = _trainers[taskId][msg.sender];
+        StoredTrainer storage trainer = _trainers[taskId][msg.sender];
         if (trainer.lastCommitRound != roundNo) revert TaskMarketNotCommitted(taskId, msg.sender, roundNo);
         if (trainer.lastRevealRound == roundNo) revert TaskMarketAlreadyRevealed(taskId, msg.sender, roundNo);
         bytes32 expected = keccak256(abi.encode(taskId, roundNo, msg.sender, updateHash, salt));
@@ -1152,13 +1315,17 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
 
     // ---------------------------------------------------------------- admin
 
-    /// @notice Stops new tasks, joins and round progress. Exits and reveals stay open.
+    /// @notice Stops new tasks, joins, new rounds, settlement and expiry. Commits, reveals and every
+    /// exit stay open, so that a pause never costs a participant a slash, a charge or its stake.
     function pause() external onlyOwner {
         _pause();
     }
 
+    /// @notice Resumes; the coordinator then gets a whole settlement grace before anyone else may
+    /// abort a round or expire a task, since a pause stopped startRound and settlement.
     function unpause() external onlyOwner {
         _unpause();
+        _unpausedAt = uint64(block.timestamp);
     }
 
     // ---------------------------------------------------------------- views
@@ -1238,12 +1405,35 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
 
     /// @inheritdoc ITaskMarket
     function getTrainer(uint256 taskId, address trainer) external view returns (Trainer memory) {
-        return _trainers[taskId][trainer];
+        StoredTrainer storage stored = _trainers[taskId][trainer];
+        Trainer memory view_ = Trainer({
+            stake: stored.stake,
+            claimable: stored.claimable,
+            lastCommitRound: stored.lastCommitRound,
+            lastRevealRound: stored.lastRevealRound,
+            joined: stored.joined
+        });
+        // A lost seat as the contract treats it, before the trainer's record catches up.
+        if (stored.joined && _state[taskId].status != TaskStatus.None) {
+            if (_seatLost(stored, _lastClosedRound(taskId, _state[taskId]))) {
+                view_.stake -= uint96(_seatCharge(_terms[taskId]));
+                view_.joined = false;
+            }
+        }
+        return view_;
     }
 
     /// @inheritdoc ITaskMarket
     function getValidator(uint256 taskId, address validator) external view returns (Validator memory) {
-        return _validators[taskId][validator];
+        StoredValidator storage stored = _validators[taskId][validator];
+        return Validator({
+            stake: stored.stake,
+            claimable: stored.claimable,
+            lastScoreCommitRound: stored.lastScoreCommitRound,
+            lastScoreRevealRound: stored.lastScoreRevealRound,
+            joined: stored.joined,
+            dataHash: stored.dataHash
+        });
     }
 
     /// @inheritdoc ITaskMarket
@@ -1252,7 +1442,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         view
         returns (uint16 round, bytes32 commitment, bool revealed)
     {
-        Trainer storage t = _trainers[taskId][trainer];
+        StoredTrainer storage t = _trainers[taskId][trainer];
         round = t.lastCommitRound;
         if (round == 0) return (0, bytes32(0), false);
         return (round, _commitments[taskId][trainer], t.lastRevealRound == round);
@@ -1264,7 +1454,7 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         view
         returns (uint16 round, bytes32 commitment, bool revealed)
     {
-        Validator storage v = _validators[taskId][validator];
+        StoredValidator storage v = _validators[taskId][validator];
         round = v.lastScoreCommitRound;
         if (round == 0) return (0, bytes32(0), false);
         return (round, _scoreCommitments[taskId][validator], v.lastScoreRevealRound == round);
@@ -1331,8 +1521,8 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
             revert TaskMarketInvalidTerms("maxTrainers");
         }
         if (terms.slashBps > BPS) revert TaskMarketInvalidTerms("slashBps");
-        if (terms.commitWindow == 0) revert TaskMarketInvalidTerms("commitWindow");
-        if (terms.revealWindow == 0) revert TaskMarketInvalidTerms("revealWindow");
+        _checkWindow(terms.commitWindow, "commitWindow");
+        _checkWindow(terms.revealWindow, "revealWindow");
         if (terms.rewardPool == 0 || terms.rewardPool > type(uint96).max) revert TaskMarketInvalidTerms("rewardPool");
         if (terms.minStake == 0 || terms.minStake > type(uint96).max) revert TaskMarketInvalidTerms("minStake");
         if (terms.minValidators == 0 || terms.minValidators > terms.maxValidators) {
@@ -1340,11 +1530,25 @@ contract TaskMarket is TaskMarketStorage, ITaskMarket, EIP712, Nonces, Ownable, 
         }
         if (terms.maxValidators > MAX_VALIDATORS) revert TaskMarketInvalidTerms("maxValidators");
         if (terms.validatorShareBps > BPS) revert TaskMarketInvalidTerms("validatorShareBps");
-        if (terms.scoreWindow == 0) revert TaskMarketInvalidTerms("scoreWindow");
-        if (terms.scoreRevealWindow == 0) revert TaskMarketInvalidTerms("scoreRevealWindow");
+        _checkWindow(terms.scoreWindow, "scoreWindow");
+        _checkWindow(terms.scoreRevealWindow, "scoreRevealWindow");
         if (terms.minValidatorStake == 0 || terms.minValidatorStake > type(uint96).max) {
             revert TaskMarketInvalidTerms("minValidatorStake");
         }
+    }
+
+    /// @dev A phase window lasts at least a second and at most MAX_WINDOW.
+    function _checkWindow(uint32 window, string memory field) private pure {
+        if (window == 0) revert TaskMarketInvalidTerms(field);
+        if (window > MAX_WINDOW) revert TaskMarketWindowTooLong(field, window, MAX_WINDOW);
+    }
+
+    /// @dev Brings a lost seat's record up to date: the charge the closing settlement burned comes
+    /// off the stake, and the trainer is no longer joined (its seat was freed then).
+    function _settleLostSeat(StoredTrainer storage trainer, StoredTerms storage terms) private {
+        // Cannot underflow: a joined trainer holds at least minStake.
+        trainer.stake -= uint96(_seatCharge(terms));
+        trainer.joined = false;
     }
 
     function _hashCreateTask(TaskTerms memory terms, address owner, uint256 nonce, uint256 deadline)

@@ -54,7 +54,7 @@ from fedmarket.owner import (
     post_with_split,
     terms_json,
 )
-from fedmarket.protocol import RoundPhase, TaskStatus
+from fedmarket.protocol import MAX_WINDOW, RoundPhase, TaskStatus
 from fedmarket.report import RoundReport
 from fedmarket.rounds import fetch_spec
 from fedmarket.store import HttpStore
@@ -147,10 +147,10 @@ def post(
     max_validators: Annotated[int, typer.Option(min=1, max=65535)] = 5,
     validator_share: Annotated[str, typer.Option(help="% of each round's budget paid to validators")] = "10",
     slash: Annotated[str, typer.Option(help="% of a stake burned for a rejected update or a silence")] = "50",
-    commit_window: Annotated[int, typer.Option(min=1, max=2**32 - 1, help="seconds")] = 120,
-    reveal_window: Annotated[int, typer.Option(min=1, max=2**32 - 1, help="seconds")] = 60,
-    score_window: Annotated[int, typer.Option(min=1, max=2**32 - 1, help="seconds")] = 120,
-    score_reveal_window: Annotated[int, typer.Option(min=1, max=2**32 - 1, help="seconds")] = 60,
+    commit_window: Annotated[int, typer.Option(min=1, max=MAX_WINDOW, help="seconds")] = 120,
+    reveal_window: Annotated[int, typer.Option(min=1, max=MAX_WINDOW, help="seconds")] = 60,
+    score_window: Annotated[int, typer.Option(min=1, max=MAX_WINDOW, help="seconds")] = 120,
+    score_reveal_window: Annotated[int, typer.Option(min=1, max=MAX_WINDOW, help="seconds")] = 60,
     coordinator_address: Annotated[
         str | None, typer.Option(help="the terms' coordinator (default: the one at --coordinator)")
     ] = None,

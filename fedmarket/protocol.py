@@ -18,6 +18,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 BPS = 10_000
+MAX_WINDOW = 7 * 24 * 3600  # TaskMarket.MAX_WINDOW: the longest phase window a task may set, seconds
 MARKET_EIP712_NAME = "TaskMarket"
 MARKET_EIP712_VERSION = "1"
 

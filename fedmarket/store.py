@@ -13,14 +13,16 @@ model. Three back ends share the :class:`ContentStore` interface:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
@@ -33,7 +35,8 @@ from fedmarket.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from fedmarket.files import atomic_output
+from fedmarket.files import atomic_output, fsync_directory
+from fedmarket.uploads import UploadSigner
 
 __all__ = [
     "DEFAULT_MAX_BLOB_BYTES",
@@ -41,6 +44,7 @@ __all__ = [
     "DirectoryStore",
     "HttpStore",
     "MemoryStore",
+    "PendingBlob",
     "open_store",
 ]
 
@@ -131,6 +135,13 @@ class DirectoryStore(ContentStore):
             out.target.parent.mkdir(exist_ok=True)
         return cid
 
+    def begin_put(self, *, sha256: bytes | None = None, size: int | None = None) -> PendingBlob:
+        """A blob received piece by piece (an upload): each piece goes to a temporary file in
+        ``root`` while it is hashed, so no more than one piece is ever held in memory.
+        :meth:`PendingBlob.commit` checks the hash and size, if given, and publishes it;
+        :meth:`PendingBlob.abort` (or any failure) leaves nothing behind."""
+        return PendingBlob(self, sha256=sha256, size=size)
+
     def get(self, cid: str) -> bytes:
         path = self._path(cid)
         try:
@@ -151,6 +162,73 @@ class DirectoryStore(ContentStore):
     def _path(self, cid: str) -> Path:
         digest = digest_from_cid(cid)  # also refuses anything that could escape the root
         return self.root / digest.hex()[:2] / cid_from_digest(digest)
+
+
+class PendingBlob:
+    """A blob being written to a :class:`DirectoryStore` (see :meth:`DirectoryStore.begin_put`)."""
+
+    def __init__(self, store: DirectoryStore, *, sha256: bytes | None, size: int | None) -> None:
+        limit = store.max_blob_bytes
+        if size is not None:
+            _refuse_if_too_large(size, limit=limit, where=repr(store))
+        self.store, self.expected_sha256, self.expected_size = store, sha256, size
+        self.limit = limit if size is None else size
+        self.received = 0
+        self._hasher = hashlib.sha256()
+        fd, name = tempfile.mkstemp(dir=store.root, prefix=".tmp-")
+        self.temp = Path(name)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def write(self, chunk: BlobData) -> None:
+        """Adds a piece; BlobTooLargeError (and nothing kept) past the limit or the announced size."""
+        if self._file is None:
+            raise StoreError("write to a blob that was committed or aborted")
+        self.received += len(chunk)
+        if self.received > self.limit:
+            self.abort()
+            if self.expected_size is not None and self.received <= self.store.max_blob_bytes:
+                raise StoreError(f"the upload sent more than the {self.expected_size} bytes it announced")
+            raise BlobTooLargeError(limit=self.store.max_blob_bytes, where=repr(self.store))
+        self._hasher.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> str:
+        """Publishes the blob under its CID once its bytes are durable; CorruptBlobError (and
+        nothing kept) when they do not hash to the announced sha256, StoreError when fewer bytes
+        than announced arrived."""
+        if self._file is None:
+            raise StoreError("commit of a blob that was committed or aborted")
+        digest = self._hasher.digest()
+        try:
+            if self.expected_size is not None and self.received != self.expected_size:
+                raise StoreError(f"the upload announced {self.expected_size} bytes and sent {self.received}")
+            if self.expected_sha256 is not None and digest != self.expected_sha256:
+                raise CorruptBlobError(
+                    cid_from_digest(self.expected_sha256),
+                    actual_cid=cid_from_digest(digest),
+                    where="the upload",
+                )
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            cid = cid_from_digest(digest)
+            target = self.store._path(cid)
+            target.parent.mkdir(exist_ok=True)
+            self.temp.chmod(0o644)  # blobs are public content; mkstemp creates files 0600
+            os.replace(self.temp, target)
+        except BaseException:
+            self.abort()
+            raise
+        fsync_directory(target.parent)
+        return cid
+
+    def abort(self) -> None:
+        """Drops what was received (idempotent)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.temp.unlink(missing_ok=True)
 
 
 class MemoryStore(ContentStore):
@@ -195,8 +273,13 @@ class HttpStore(ContentStore):
     Connection errors, timeouts and 5xx answers are retried ``retries`` times with exponential
     backoff (``backoff``, then twice that, ...); every request is idempotent, uploads included,
     because a blob's name is its content. A 4xx is never retried: 404 raises
-    ``BlobNotFoundError``, 413 ``BlobTooLargeError``. ``transport`` swaps the network for an
-    ``httpx`` transport (e.g. ``httpx.MockTransport`` in tests).
+    ``BlobNotFoundError``, 413 ``BlobTooLargeError``; a 429 with ``Retry-After`` (the store is
+    busy) is retried like a 5xx. ``transport`` swaps the network for an ``httpx`` transport (e.g.
+    ``httpx.MockTransport`` in tests).
+
+    A coordinator takes uploads only from a task's participants: ``signer``
+    (:class:`fedmarket.uploads.UploadSigner`) signs each put in this process, and only the
+    signature travels. :meth:`signed_by` gives a signing view on the same connection.
     """
 
     def __init__(
@@ -208,6 +291,7 @@ class HttpStore(ContentStore):
         backoff: float = 0.2,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         transport: httpx.BaseTransport | None = None,
+        signer: UploadSigner | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise StoreError(f"HttpStore needs an http:// or https:// URL, got {base_url!r}")
@@ -217,13 +301,23 @@ class HttpStore(ContentStore):
         self.retries = retries
         self.backoff = backoff
         self.max_blob_bytes = _positive_limit(max_blob_bytes)
+        self.signer = signer
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._owns_client = True
 
     def __repr__(self) -> str:
         return f"HttpStore({self.base_url!r})"
 
+    def signed_by(self, signer: UploadSigner | None) -> HttpStore:
+        """This store, its uploads signed by `signer`, over the same connection (closing the view
+        leaves the connection to this store)."""
+        view = copy.copy(self)
+        view.signer, view._owns_client = signer, False
+        return view
+
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
 
     def put(self, data: BlobData) -> str:
         data = self._admit(data)
@@ -237,6 +331,8 @@ class HttpStore(ContentStore):
             return cid
 
         headers = {"content-type": "application/octet-stream"}
+        if self.signer is not None:
+            headers.update(self.signer.headers(digest_of(data), len(data)))
         return self._send("POST", "/v1/blobs", accept, content=data, headers=headers)
 
     def get(self, cid: str) -> bytes:
@@ -284,7 +380,8 @@ class HttpStore(ContentStore):
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 with self._client.stream(method, path, **request) as response:
-                    if response.status_code < 500:
+                    busy = response.status_code == 429 and "retry-after" in response.headers
+                    if response.status_code < 500 and not busy:
                         return handle(response)
                     reason = f"{method} {path} answered HTTP {response.status_code}"
             except httpx.TransportError as exc:  # connect/read errors and timeouts, also mid-download
@@ -299,6 +396,12 @@ class HttpStore(ContentStore):
             raise BlobNotFoundError(cid, where=repr(self))
         if status == 413:
             raise BlobTooLargeError(limit=None, where=repr(self))
+        if status in (401, 403) and response.request.method == "POST":
+            detail = response.read()[:500].decode("utf-8", "replace")
+            who = (
+                f"signed by {self.signer.address}" if self.signer else "unsigned: pass HttpStore(signer=...)"
+            )
+            raise StoreError(f"{self!r} refused the upload of {cid} ({who}): HTTP {status} {detail}")
         detail = response.read()[:500].decode("utf-8", "replace")
         raise StoreError(f"{self!r} refused {response.request.method} for {cid}: HTTP {status} {detail}")
 

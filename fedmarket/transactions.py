@@ -192,8 +192,12 @@ class TransactionSender:
     def _failure(self, tx: dict, receipt) -> Exception:
         """Replays a mined-but-reverted transaction to recover its revert reason."""
         replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-        try:
-            self.w3.eth.call(cast(TxParams, replay), receipt["blockNumber"] - 1)
-        except REVERT_EXCEPTIONS as exc:
-            return self.decoder.from_exception(exc)
+        # At the block it was mined in first: that block's clock is the one a deadline check saw
+        # (at the block before, a deadline that passed at inclusion still looks valid); then at
+        # the block before, for a revert that a later transaction of the same block would hide.
+        for block in (receipt["blockNumber"], receipt["blockNumber"] - 1):
+            try:
+                self.w3.eth.call(cast(TxParams, replay), block)
+            except REVERT_EXCEPTIONS as exc:
+                return self.decoder.from_exception(exc)
         return TransactionFailed(f"transaction {receipt['transactionHash'].hex()} reverted without a reason")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from fedmarket.aggregation import AdamState, aggregate, decode_adam_state, encode_adam_state, server_step
-from fedmarket.chain import MarketClient, RoundInfo, TaskInfo
+from fedmarket.chain import MarketClient, RoundInfo, TaskInfo, TrainerInfo, ValidatorInfo
 from fedmarket.cid import cid_from_digest, cid_of, digest_of
 from fedmarket.codec import Update, apply_delta, decode_update, encode_model, state_delta
 from fedmarket.consensus import compute_consensus
@@ -167,7 +167,7 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
 
     before = ledger.finalized_block - 1
     validators = ledger.validators
-    stakes = [_validator_stake(market, info.task_id, v, before) for v in validators]
+    stakes = [market.validator(info.task_id, v, block=before).stake for v in validators]
     consensus = compute_consensus(
         trainers=ledger.trainers, validators=validators, stakes=stakes,
         scores=[ledger.score_reveals[v] for v in validators],
@@ -222,21 +222,19 @@ def _check_round(market, store, info: TaskInfo, spec, ledger: RoundLedger) -> Ro
     return RoundCheck(ledger.round_no, "finalized", checks, tuple(findings))
 
 
-def _validator_stake(market: MarketClient, task_id: int, validator: str, block: int) -> int:
-    return market.validator(task_id, validator, block=block).stake
-
-
-def _trainer_stake(market: MarketClient, task_id: int, trainer: str, block: int) -> int:
-    return market.trainer(task_id, trainer, block=block).stake
+def _slash_of(member: TrainerInfo | ValidatorInfo, slash_bps: int) -> int:
+    """What a slash takes: `slashBps` of the stake, or all that is left of it from one that left
+    during a pause (it left exactly that share)."""
+    return member.stake * slash_bps // BPS if member.joined else member.stake
 
 
 def _check_slashes(market, info: TaskInfo, ledger: RoundLedger, expect, *, rejected: list[str]) -> None:
     block = (ledger.finalized_block or _closing_block(market, info.task_id, ledger.round_no)) - 1
     for trainer in [*ledger.non_revealers, *rejected]:
-        slash = _trainer_stake(market, info.task_id, trainer, block) * info.terms.slash_bps // BPS
+        slash = _slash_of(market.trainer(info.task_id, trainer, block=block), info.terms.slash_bps)
         expect("slash", ledger.trainer_slashes.get(trainer, 0), slash, f"stake burned from trainer {trainer}")
     for validator in ledger.silent_validators:
-        slash = _validator_stake(market, info.task_id, validator, block) * info.terms.slash_bps // BPS
+        slash = _slash_of(market.validator(info.task_id, validator, block=block), info.terms.slash_bps)
         expect(
             "slash",
             ledger.validator_slashes.get(validator, 0),

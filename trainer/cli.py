@@ -49,6 +49,7 @@ from fedmarket.ledger import read_round
 from fedmarket.protocol import RoundPhase, TaskStatus
 from fedmarket.spec import TaskSpec
 from fedmarket.store import HttpStore
+from fedmarket.uploads import UploadSigner
 from trainer.attacks import ATTACKS, attack
 from trainer.node import StateDir, TrainerNode
 from trainer.round_node import RoundNode, RoundSummary
@@ -330,7 +331,8 @@ def _node(
     _existing_task(chain, task_id)
     api = CoordinatorClient(coordinator)
     node = TrainerNode(
-        task_id=task_id, chain=chain, coordinator=api, store=HttpStore(coordinator), data=None,
+        task_id=task_id, chain=chain, coordinator=api, data=None,
+        store=HttpStore(coordinator, signer=UploadSigner.for_market(chain, task_id)),  # signed here, key stays
         state_root=state_dir, poll_interval=poll, on_event=on_event or event_printer(EVENT_LINES),
         attack=attack(attacker, seed=task_id) if attacker else None, train_seed=seed,
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import text
 
-from backend.deps import ChainDep, DbDep, StoreDep
+from backend.deps import ChainDep, DbDep, SettingsDep, StoreDep
 from backend.schemas import CoordinatorInfo, Health
 from fedmarket.cid import cid_of
 from fedmarket.errors import ChainError
@@ -47,11 +47,21 @@ def healthz(response: Response, db: DbDep, chain: ChainDep, store: StoreDep) -> 
     "/v1/info", response_model=CoordinatorInfo,
     summary="Who this coordinator is: its address (put it in task terms), chain and market",
 )  # fmt: skip
-def info(chain: ChainDep) -> CoordinatorInfo:
+def info(chain: ChainDep, settings: SettingsDep) -> CoordinatorInfo:
+    allowlist = settings.owner_allowlist
     return CoordinatorInfo(
         coordinator=chain.signer,
         chain_id=chain.deployment.chain_id,
         market=chain.market_address,
         token=chain.token_address,
         deploy_block=chain.deployment.deploy_block,
+        orchestrates=(
+            "tasks naming this coordinator that were posted through its POST /v1/tasks"
+            + (f", or whose owner is one of the {len(allowlist)} in owner_allowlist" if allowlist else "")
+            + "; any other task naming it gets no rounds started and no gas from it"
+        ),
+        owner_allowlist=allowlist,
+        relay_deadline_margin=settings.relay_deadline_margin,
+        max_blob_bytes=settings.max_blob_bytes,
+        upload_quota_bytes_per_hour=settings.upload_quota_bytes_per_hour,
     )

@@ -97,10 +97,20 @@ def create_task(
         raise ApiError(
             422, "WrongCoordinator", f"terms.coordinator must be this coordinator, {chain.address}"
         )
-    if chain.chain_time() > body.deadline:
+    latest = chain.chain_time()
+    if latest > body.deadline:
         raise ApiError(
             422, "SignatureExpired", f"the owner's signature expired at {body.deadline}; sign again"
         )
+    margin = services.settings.relay_deadline_margin
+    for what, deadline in (("signature", body.deadline), ("permit", body.permit.deadline)):
+        if deadline < latest + margin:
+            raise ApiError(
+                422, "DeadlineTooSoon",
+                f"the owner's {what} expires at {deadline}, {deadline - latest} s after the latest block "
+                f"({latest}); the relay needs {margin} s for the transaction to be mined: sign with a "
+                "later deadline",
+            )  # fmt: skip
     balance = chain.token_balance(body.owner)
     if balance < terms.reward_pool:
         raise ApiError(

@@ -8,8 +8,10 @@ from web3 import Web3
 
 from backend.app import create_app
 from fedmarket.chain import MarketClient
+from fedmarket.cid import cid_of, digest_of
 from fedmarket.deploy import deploy_market
 from fedmarket.devnet import Anvil
+from fedmarket.uploads import UploadSigner
 from testkit.coordinator import digits_spec, task_terms
 from testkit.market import MarketEnv, coordinator_settings
 
@@ -32,6 +34,12 @@ def test_info_names_the_coordinator_to_put_in_task_terms(coordinator_app, coordi
         "market": coordinator_app.market.market_address,
         "token": coordinator_app.market.token_address,
         "deploy_block": deployment.deploy_block,
+        "orchestrates": "tasks naming this coordinator that were posted through its POST /v1/tasks; any "
+        "other task naming it gets no rounds started and no gas from it",
+        "owner_allowlist": [],
+        "relay_deadline_margin": 60,
+        "max_blob_bytes": 64 * 2**20,
+        "upload_quota_bytes_per_hour": 1024 * 2**20,
     }
 
 
@@ -65,8 +73,16 @@ def test_healthz_is_503_while_the_chain_is_unreachable(artifacts, deployer, coor
             assert body["status"] == "degraded"
             assert body["chain"].startswith("error")
             assert body["db"] == "ok" and body["store"] == "ok"
-            # Everything that does not need the chain still works.
-            assert http.post("/v1/blobs", content=b"still here").status_code == 201
+            # Everything that does not need the chain still works: reads of the store.
+            cid = http.app.state.services.store.put(b"still here")
+            assert http.get(f"/v1/blobs/{cid}").content == b"still here"
+            # An upload's uploader is checked on chain: refused as unavailable, nothing stored.
+            headers = UploadSigner(deployer, deployment.chain_id, deployment.market, task_id).headers(
+                digest_of(b"not now"), len(b"not now")
+            )
+            upload = http.post("/v1/blobs", content=b"not now", headers=headers)
+            assert upload.status_code == 503 and upload.json()["error"] == "ChainUnavailable", upload.text
+            assert not http.app.state.services.store.has(cid_of(b"not now"))
             assert [t["task_id"] for t in http.get("/v1/tasks").json()["tasks"]] == [task_id]
             # What needs the chain says so, as a 503 rather than a crash.
             response = http.get(f"/v1/tasks/{task_id}")

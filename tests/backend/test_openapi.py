@@ -17,7 +17,7 @@ from backend.routers import ROUTERS
 from fedmarket.client import task_request_body
 from fedmarket.protocol import BPS
 from scripts.openapi import OPENAPI_PATH, render
-from testkit.coordinator import MIN_STAKE, SLASH_BPS, digits_spec, play_round, task_terms
+from testkit.coordinator import MIN_STAKE, SLASH_BPS, digits_spec, play_round, task_terms, upload_headers
 
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -222,10 +222,17 @@ def test_round_and_earnings_bodies_match_their_models(
     assert [v["validator"] for v in task_body["validators"]] == [v.address for v in validators]
 
 
-def test_blob_bodies_match_their_models(coordinator_app):
-    stored = fetch(coordinator_app, "POST /v1/blobs", status=201, content=b"model bytes")
+def test_blob_bodies_match_their_models(coordinator_app, posted_task, owner):
+    signed = {
+        data: upload_headers(coordinator_app.market, posted_task.task_id, owner, data)
+        for data in (b"model bytes", b"")
+    }
+    stored = fetch(
+        coordinator_app, "POST /v1/blobs", status=201, content=b"model bytes", headers=signed[b"model bytes"]
+    )
     assert stored["size"] == len(b"model bytes")
-    fetch(coordinator_app, "POST /v1/blobs", status=400, content=b"")
+    fetch(coordinator_app, "POST /v1/blobs", status=400, content=b"", headers=signed[b""])
+    fetch(coordinator_app, "POST /v1/blobs", status=401, content=b"unsigned")
     fetch(coordinator_app, "GET /v1/blobs/{cid}", path={"cid": "not-a-cid"}, status=400)
     got = coordinator_app.http.get(f"/v1/blobs/{stored['cid']}")
     assert got.headers["content-type"] == "application/octet-stream" and got.content == b"model bytes"

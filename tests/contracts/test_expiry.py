@@ -103,3 +103,22 @@ def test_publishing_after_expiry_reverts_task_not_open(driver, market_chain, joi
     error = reverts(driver.publish, joined_task)
     assert error.name == "TaskMarketTaskNotOpen"
     assert error_args(error)["status"] == TaskStatus.EXPIRED
+
+
+def test_expiry_waits_a_whole_grace_after_an_unpause(
+    driver, market_chain, joined_task, trainers, deployer, outsider
+):
+    """A pause stops startRound, so a pause longer than the grace must not let anyone expire the
+    task while it lasts or right after it ends."""
+    _settled_first_round(driver, joined_task, trainers)
+    driver.publish(joined_task)
+    market_chain.tx(deployer, market_chain.market.functions.pause())
+    market_chain.advance(SETTLEMENT_GRACE * 2)
+    expire = market_chain.market.functions.expireTask(joined_task)
+    assert reverts(market_chain.tx, outsider, expire).name == "EnforcedPause"
+    receipt = market_chain.tx(deployer, market_chain.market.functions.unpause())
+    unpaused_at = market_chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    error = reverts(market_chain.tx, outsider, expire)
+    assert error.name == "TaskMarketNotExpired"
+    assert error_args(error) == {"taskId": joined_task, "expiresAt": unpaused_at + SETTLEMENT_GRACE}
+    driver.start_round(joined_task)  # the coordinator is still in time

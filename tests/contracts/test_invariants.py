@@ -8,7 +8,8 @@ flags, sometimes of the wrong length or out of range, sometimes revealed with a 
 clock, finalizeRound (the settlement rebuilt from the model, sometimes broken), abortRound,
 publishModel, claim, cancel and expire. The model predicts each call's outcome, down to the custom
 error of a revert; each finalization must pay exactly what fedmarket.consensus computes from the
-model's own record of the round. After every step:
+model's own record of the round. Trainers bound to a round that sit it out lose their seat and pay
+the seat charge when it closes (or when they leave after its commit phase). After every step:
 
 - the market holds exactly the open pools + unclaimed rewards + both roles' stakes its views report,
   and the burn address holds every slash;
@@ -105,12 +106,18 @@ class TaskModel:
     v_claimable: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     data_hashes: dict[str, bytes] = field(default_factory=lambda: defaultdict(bytes))
     # this round
+    bound: set[str] = field(default_factory=set)  # members at its start that neither committed nor left
     committed: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # (update, salt)
     revealed: set[str] = field(default_factory=set)
     score_committed: dict[str, tuple[list[int], bytes]] = field(default_factory=dict)  # (scores, salt)
     score_revealed: dict[str, list[int]] = field(default_factory=dict)
 
+    @property
+    def seat_charge(self) -> int:
+        return self.terms.min_stake * self.terms.slash_bps // BPS
+
     def reset_round(self) -> None:
+        self.bound = set()
         self.committed, self.revealed = {}, set()
         self.score_committed, self.score_revealed = {}, {}
 
@@ -244,6 +251,17 @@ class MarketMachine(RuleBasedStateMachine):
             task.status = TaskStatus.COMPLETED
             self.pay(task.owner, refund)
 
+    def unseat(self, task: TaskModel) -> int:
+        """The closing settlement frees the seats of the bound trainers that did not commit; returns
+        their charges, burned with the slashes."""
+        charged = 0
+        for address in task.bound:
+            task.members.discard(address)
+            task.stakes[address] -= task.seat_charge
+            charged += task.seat_charge
+        task.bound = set()
+        return charged
+
     def slash_trainer(self, task: TaskModel, address: str) -> int:
         amount = task.stakes[address] * task.terms.slash_bps // BPS
         task.stakes[address] -= amount
@@ -362,9 +380,13 @@ class MarketMachine(RuleBasedStateMachine):
             expected = "TaskMarketOpenCommitment"
         else:
             expected = None
+        # bound and not committed: free in the commit phase, charged after it
+        charge = task.seat_charge if address in task.bound and self.phase(task) != RoundPhase.COMMIT else 0
         if self.attempt(trainer, self.market.functions.leave(task.task_id), expected):
             task.members.discard(address)
-            self.pay(address, task.stakes[address])
+            task.bound.discard(address)
+            self.pay(address, task.stakes[address] - charge)
+            self.burned += charge
             task.stakes[address] = 0
 
     def join_validator(self, task: TaskModel, validator, data) -> None:
@@ -476,6 +498,7 @@ class MarketMachine(RuleBasedStateMachine):
             task.round_open = True
             task.model_hash = model
             task.reset_round()
+            task.bound = set(task.members)
 
     def commit_for(self, task: TaskModel, trainer) -> None:
         address = trainer.address
@@ -492,6 +515,7 @@ class MarketMachine(RuleBasedStateMachine):
         commitment = make_commitment(task.task_id, task.current_round, address, update, salt)
         if self.attempt(trainer, self.market.functions.commit(task.task_id, commitment), expected):
             task.committed[address] = (update, salt)
+            task.bound.discard(address)
 
     def op_commit(self, data):
         self.commit_for(self.pick_task(data), self.pick_trainer(data))
@@ -681,6 +705,7 @@ class MarketMachine(RuleBasedStateMachine):
         )
         burned += sum(self.slash_trainer(task, a) for a in non_revealers)
         burned += sum(self.slash_validator(task, v) for v in silent)
+        burned += self.unseat(task)
         (finalized,) = events(self.chain, receipt, "RoundFinalized")
         assert (finalized["trainerPayout"], finalized["validatorPayout"], finalized["burned"]) == (
             consensus.trainer_payout, consensus.validator_payout, burned,
@@ -723,6 +748,7 @@ class MarketMachine(RuleBasedStateMachine):
         if receipt:
             burned = sum(self.slash_trainer(task, a) for a in non_revealers)
             burned += sum(self.slash_validator(task, v) for v in silent)
+            burned += self.unseat(task)
             assert events(self.chain, receipt, "RoundAborted")[0]["burned"] == burned
             self.burned += burned
             self.close_round(task, receipt, finalized=False)

@@ -163,6 +163,7 @@ def test_next_round_after_an_abort_trains_on_the_same_model(driver, market_chain
     driver.run_round(joined_task, committers=trainers[:1], model_hash=digest("first"))
     driver.abort(joined_task)
     assert driver.get_state(joined_task)["modelHash"] == digest("first")
+    driver.join(joined_task, trainers[1:3])  # they did not commit: their seats went with the round
     start = market_chain.market.functions.startRound(joined_task, digest("other"))
     assert reverts(market_chain.tx, driver.coordinator, start).name == "TaskMarketModelMismatch"
     assert driver.start_round(joined_task, digest("first")).round_no == 2

@@ -14,6 +14,7 @@ from testkit.contracts import (
     BURN_ADDRESS,
     POOL,
     SCORE,
+    SEAT_CHARGE,
     SLASH_BPS,
     STAKE,
     VALIDATOR_SHARE_BPS,
@@ -597,19 +598,27 @@ def test_abort_without_listing_a_silent_validator_reverts_silent_validators_mism
     assert error.name == "TaskMarketSilentValidatorsMismatch"
     assert error_args(error) == {"taskId": joined_task, "listed": 0, "expected": 1}
     receipt = driver.abort(joined_task, caller=outsider)
-    assert events(market_chain, receipt, "RoundAborted")[0]["burned"] == VALIDATOR_SLASHED
+    # trainers[1:3] did not commit: their seat charges burn with the slash
+    assert events(market_chain, receipt, "RoundAborted")[0]["burned"] == VALIDATOR_SLASHED + 2 * SEAT_CHARGE
 
 
-def test_abort_of_a_round_nobody_committed_to(driver, market_chain, joined_task, outsider):
+def test_abort_of_a_round_nobody_committed_to(driver, market_chain, joined_task, outsider, trainers):
+    """Every joined trainer was bound to the round and sat it out: all three seats go, each charged."""
     run = driver.start_round(joined_task)
     driver.advance_past("scoreCommitDeadline", run)
     assert driver.phase(joined_task) == RoundPhase.SETTLING
     receipt = driver.abort(joined_task, caller=outsider)
+    assert event_names(market_chain, receipt) == ["TrainersUnseated", "RoundAborted"]
+    assert events(market_chain, receipt, "TrainersUnseated") == [
+        {"taskId": joined_task, "round": 1, "count": 3, "charged": 3 * SEAT_CHARGE}
+    ]
     assert events(market_chain, receipt, "RoundAborted") == [
-        {"taskId": joined_task, "round": 1, "slashedCount": 0, "burned": 0}
+        {"taskId": joined_task, "round": 1, "slashedCount": 0, "burned": 3 * SEAT_CHARGE}
     ]
     assert driver.get_state(joined_task)["pool"] == POOL
-    assert token_transfers(market_chain, receipt) == []
+    assert driver.get_state(joined_task)["trainerCount"] == 0
+    assert token_transfers(market_chain, receipt) == [(BURN_ADDRESS, 3 * SEAT_CHARGE)]
+    assert driver.get_trainer(joined_task, trainers[0].address)["stake"] == STAKE - SEAT_CHARGE
 
 
 def test_abort_of_last_round_refunds_the_pool(

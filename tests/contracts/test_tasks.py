@@ -8,12 +8,14 @@ from web3.logs import DISCARD
 
 from fedmarket.consensus import HARMFUL, INVALID, MAX_SCORE, MIN_AGREEMENT, UNAVAILABLE
 from fedmarket.deploy import DEFAULT_SETTLEMENT_GRACE
-from fedmarket.protocol import RoundPhase, TaskStatus
+from fedmarket.protocol import BPS, MAX_WINDOW, RoundPhase, TaskStatus
 from testkit.contracts import (
     BURN_ADDRESS,
     MAX_TRAINERS,
     MAX_VALIDATORS,
     POOL,
+    SETTLEMENT_GRACE,
+    SLASH_BPS,
     SPEC_HASH,
     STAKE,
     VALIDATOR_STAKE,
@@ -94,6 +96,22 @@ def test_create_task_with_out_of_range_term_reverts_invalid_terms(
     error = reverts(market_chain.tx, owner, market_chain.market.functions.createTask(terms.as_tuple()))
     assert error.name == "TaskMarketInvalidTerms"
     assert error.args["field"] == field
+
+
+@pytest.mark.parametrize("field", ["commitWindow", "revealWindow", "scoreWindow", "scoreRevealWindow"])
+def test_create_task_with_a_window_over_the_maximum_reverts_window_too_long(
+    driver, market_chain, owner, field
+):
+    """The audit posted windows up to 2**32 s (136 years): a round could hold stakes that long."""
+    snake = {"commitWindow": "commit_window", "revealWindow": "reveal_window", "scoreWindow": "score_window",
+             "scoreRevealWindow": "score_reveal_window"}[field]  # fmt: skip
+    terms = driver.terms(**{snake: 2**32 - 1})
+    driver.approve(owner, terms.reward_pool)
+    error = reverts(market_chain.tx, owner, market_chain.market.functions.createTask(terms.as_tuple()))
+    assert error.name == "TaskMarketWindowTooLong"
+    assert error_args(error) == {"field": field, "window": 2**32 - 1, "maximum": MAX_WINDOW}
+    task_id, _ = driver.create_task(**{snake: MAX_WINDOW})
+    assert getattr(driver.get_terms(task_id), snake) == MAX_WINDOW
 
 
 def test_create_task_accepts_boundary_terms(driver):
@@ -373,7 +391,7 @@ def test_withdraw_stake_on_unknown_task_reverts_unknown_task(market_chain, train
 # ------------------------------------------------------------------------------- pause
 
 
-def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
+def test_pause_by_admin_blocks_new_tasks_joins_rounds_settlement_and_expiry_with_enforced_pause(
     driver, market_chain, joined_task, deployer, owner, trainers, validators, coordinator
 ):
     receipt = market_chain.tx(deployer, market_chain.market.functions.pause())
@@ -388,10 +406,9 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
         (trainers[3], market.join(joined_task)),
         (validators[2], market.joinAsValidator(joined_task, b"\x01" * 32, VALIDATOR_STAKE)),
         (coordinator, market.startRound(joined_task, bytes(32))),
-        (trainers[0], market.commit(joined_task, b"\x11" * 32)),
-        (validators[0], market.commitScores(joined_task, b"\x11" * 32)),
         (coordinator, market.finalizeRound(joined_task, ([], [], [], [], []))),
         (owner, market.abortRound(joined_task, [], [])),
+        (owner, market.expireTask(joined_task)),
     ]
     for account, fn in blocked:
         assert reverts(market_chain.tx, account, fn).name == "EnforcedPause"
@@ -405,7 +422,7 @@ def test_pause_by_admin_blocks_new_tasks_joins_and_rounds_with_enforced_pause(
 def test_exits_stay_open_while_paused(
     driver, market_chain, joined_task, make_task, deployer, owner, trainers, validators
 ):
-    driver.run_round(joined_task, committers=trainers[:2])
+    driver.run_round(joined_task, committers=trainers[:3])
     driver.settle(joined_task)
     other = make_task()
     market_chain.tx(deployer, market_chain.market.functions.pause())
@@ -442,6 +459,135 @@ def test_reveals_stay_open_while_paused_so_nobody_is_slashed_for_a_pause(
     assert driver.get_round(joined_task, 1)["scoreRevealCount"] == 2
 
 
+def test_commits_stay_open_while_paused_so_nobody_loses_a_seat_to_a_pause(
+    driver, market_chain, joined_task, deployer, trainers, validators
+):
+    run = driver.start_round(joined_task)
+    market_chain.tx(deployer, market_chain.market.functions.pause())
+    for trainer in trainers[:3]:
+        driver.commit(run, trainer)
+    for trainer in trainers[:3]:
+        driver.reveal(run, trainer)
+    for validator in validators[:2]:
+        driver.commit_scores(run, validator, [1, 2, 3])
+    assert driver.phase(joined_task) == RoundPhase.SCORE_REVEAL
+    assert driver.get_round(joined_task, 1)["scoreCommitCount"] == 2
+
+
+def pause(market_chain, deployer) -> None:
+    market_chain.tx(deployer, market_chain.market.functions.pause())
+
+
+def unpause(market_chain, deployer) -> int:
+    """Unpauses; returns the time of the unpause."""
+    receipt = market_chain.tx(deployer, market_chain.market.functions.unpause())
+    return market_chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+
+
+def test_a_committer_may_leave_while_paused_leaving_what_a_slash_could_take(
+    driver, market_chain, joined_task, deployer, trainers, validators, outsider
+):
+    """The audit: committers of an open round could not leave while paused, though settlement
+    (which frees their stake) is stopped. Now they go, and the round still settles them."""
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], revealers=trainers[:2], stop=RoundPhase.REVEAL
+    )
+    pause(market_chain, deployer)
+    kept = STAKE * SLASH_BPS // BPS
+    before = market_chain.balance(trainers[2].address)
+    receipt = market_chain.tx(trainers[2], market_chain.market.functions.leave(joined_task))
+    assert events(market_chain, receipt, "TrainerLeft")[0]["stake"] == STAKE - kept
+    assert market_chain.balance(trainers[2].address) - before == STAKE - kept
+    assert driver.get_trainer(joined_task, trainers[2].address)["stake"] == kept
+    # still in the round until it closes: it cannot rejoin nor take the rest
+    unpause(market_chain, deployer)
+    rejoin = reverts(market_chain.tx, trainers[2], market_chain.market.functions.join(joined_task))
+    assert rejoin.name == "TaskMarketOpenCommitment"
+    withdraw = reverts(market_chain.tx, trainers[2], market_chain.market.functions.withdrawStake(joined_task))
+    assert withdraw.name == "TaskMarketOpenCommitment"
+    # it never revealed: the settlement burns exactly what it left behind
+    driver.advance_past("revealDeadline", run)
+    for validator in validators[:2]:
+        driver.commit_scores(run, validator, [1, 2])
+    for validator in validators[:2]:
+        driver.reveal_scores(run, validator)
+    receipt = driver.finalize(joined_task, caller=outsider)
+    assert events(market_chain, receipt, "TrainerSlashed") == [
+        {"taskId": joined_task, "round": 1, "trainer": trainers[2].address, "amount": kept}
+    ]
+    assert driver.get_state(joined_task)["trainerCount"] == 2
+    assert driver.get_trainer(joined_task, trainers[2].address)["stake"] == 0
+
+
+def test_a_revealed_committer_that_left_while_paused_is_paid_and_takes_the_rest_after(
+    driver, market_chain, joined_task, deployer, trainers, validators, outsider
+):
+    run = driver.run_round(joined_task, committers=trainers[:3], stop=RoundPhase.REVEAL)
+    assert driver.phase(joined_task) == RoundPhase.SCORE_COMMIT
+    pause(market_chain, deployer)
+    market_chain.tx(trainers[0], market_chain.market.functions.leave(joined_task))
+    for validator in validators[:2]:
+        driver.commit_scores(run, validator, [1, 1, 1])
+    for validator in validators[:2]:
+        driver.reveal_scores(run, validator)
+    unpause(market_chain, deployer)
+    driver.finalize(joined_task, caller=outsider)
+    assert driver.get_trainer(joined_task, trainers[0].address)["claimable"] > 0
+    before = market_chain.balance(trainers[0].address)
+    market_chain.tx(trainers[0], market_chain.market.functions.withdrawStake(joined_task))
+    assert market_chain.balance(trainers[0].address) - before == STAKE * SLASH_BPS // BPS
+
+
+def test_a_score_committer_may_leave_while_paused(
+    driver, market_chain, joined_task, deployer, trainers, validators, outsider
+):
+    run = driver.run_round(
+        joined_task, committers=trainers[:3], scorers=validators[:2], stop=RoundPhase.SCORE_COMMIT
+    )
+    assert driver.phase(joined_task) == RoundPhase.SCORE_REVEAL
+    pause(market_chain, deployer)
+    kept = VALIDATOR_STAKE * SLASH_BPS // BPS
+    receipt = market_chain.tx(validators[1], market_chain.market.functions.leaveValidator(joined_task))
+    assert events(market_chain, receipt, "ValidatorLeft")[0]["stake"] == VALIDATOR_STAKE - kept
+    assert driver.get_validator(joined_task, validators[1].address)["stake"] == kept
+    driver.reveal_scores(run, validators[0])
+    unpause(market_chain, deployer)
+    rejoin = market_chain.market.functions.joinAsValidator(joined_task, b"\x02" * 32, VALIDATOR_STAKE)
+    assert reverts(market_chain.tx, validators[1], rejoin).name == "TaskMarketOpenScoreCommitment"
+    driver.advance_to_settling(run)
+    receipt = driver.finalize(joined_task, caller=outsider)
+    assert events(market_chain, receipt, "ValidatorSlashed")[0]["amount"] == kept
+    assert driver.get_state(joined_task)["validatorCount"] == 1
+
+
+def test_abort_right_after_a_long_pause_waits_a_grace_for_the_coordinator(
+    driver, market_chain, joined_task, deployer, trainers, coordinator, outsider
+):
+    """The audit: a pause longer than the grace let anyone abort right after the unpause."""
+    driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1], stop=RoundPhase.REVEAL)
+    pause(market_chain, deployer)
+    market_chain.advance(SETTLEMENT_GRACE * 2)
+    assert driver.phase(joined_task) == RoundPhase.SETTLING  # quorum missed: one reveal of two
+    unpaused_at = unpause(market_chain, deployer)
+    error = reverts(driver.abort, joined_task, caller=outsider)
+    assert error.name == "TaskMarketAbortTooEarly"
+    assert error_args(error) == {"taskId": joined_task, "allowedAt": unpaused_at + SETTLEMENT_GRACE}
+    market_chain.advance(SETTLEMENT_GRACE)
+    driver.abort(joined_task, caller=outsider)
+    assert driver.phase(joined_task) == RoundPhase.ABORTED
+
+
+def test_the_coordinator_may_abort_within_the_grace_after_an_unpause(
+    driver, market_chain, joined_task, deployer, trainers, coordinator
+):
+    driver.run_round(joined_task, committers=trainers[:3], revealers=trainers[:1], stop=RoundPhase.REVEAL)
+    pause(market_chain, deployer)
+    market_chain.advance(SETTLEMENT_GRACE * 2)
+    unpause(market_chain, deployer)
+    driver.abort(joined_task, caller=coordinator)
+    assert driver.phase(joined_task) == RoundPhase.ABORTED
+
+
 def test_pause_by_outsider_reverts_ownable_unauthorized_account(market_chain, outsider, owner, deployer):
     for account in (outsider, owner):
         error = reverts(market_chain.tx, account, market_chain.market.functions.pause())
@@ -476,3 +622,4 @@ def test_market_constants_match_the_python_mirror(market_chain):
     flags = (market.SCORE_UNAVAILABLE().call(), market.SCORE_INVALID().call(), market.SCORE_HARMFUL().call())
     assert flags == (UNAVAILABLE, INVALID, HARMFUL)
     assert market.BURN_ADDRESS().call() == BURN_ADDRESS
+    assert market.MAX_WINDOW().call() == MAX_WINDOW

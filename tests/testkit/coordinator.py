@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from web3 import Web3
 from backend.orchestrator import StepAction, StepResult
 from backend.services import Services
 from fedmarket.chain import MarketClient
-from fedmarket.cid import cid_from_digest
+from fedmarket.cid import cid_from_digest, digest_of
 from fedmarket.client import CoordinatorClient
 from fedmarket.codec import encode_update, state_delta
 from fedmarket.consensus import MAX_SCORE
@@ -42,6 +43,7 @@ from fedmarket.rounds import DeltaRewrite, PreparedUpdate, fetch_model, prepare_
 from fedmarket.scoring import ScoredUpdate
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import ContentStore, HttpStore
+from fedmarket.uploads import UploadSigner
 from testkit.market import MarketEnv
 
 REWARD_POOL = 1_000 * ONE_TOKEN
@@ -150,6 +152,25 @@ def advance_chain(w3: Web3, seconds: int) -> None:
     w3.provider.make_request("evm_mine", [])
 
 
+def signed_store(
+    store: ContentStore, market: MarketClient, task_id: int, account: LocalAccount
+) -> ContentStore:
+    """`store` with its uploads signed by `account` for `task_id` (an HttpStore; others need no signature)."""
+    if isinstance(store, HttpStore):
+        return store.signed_by(UploadSigner.for_market(market, task_id, account))
+    return store
+
+
+def upload_headers(
+    market: MarketClient, task_id: int, account: LocalAccount, data: bytes, **signer_fields
+) -> dict[str, str]:
+    """The headers of `account`'s signed upload of `data` for `task_id` (fedmarket.uploads)."""
+    signer = UploadSigner.for_market(market, task_id, account)
+    if signer_fields:
+        signer = dataclasses.replace(signer, **signer_fields)
+    return signer.headers(digest_of(data), len(data))
+
+
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
 
@@ -220,6 +241,7 @@ class ScriptedTrainer:
     copy_of: ScriptedTrainer | None = None
     seed: int = 0
     prepared: PreparedUpdate | None = None
+    task_id: int = 0  # the task of the last prepare()
     timings: dict[str, float] = field(default_factory=lambda: {"training": 0.0, "chain": 0.0, "storage": 0.0})
 
     def __post_init__(self) -> None:
@@ -241,6 +263,7 @@ class ScriptedTrainer:
 
     def prepare(self, task_id: int, spec: TaskSpec) -> bytes:
         """Pulls the round's global model and builds this round's update (not sent yet)."""
+        self.task_id = task_id
         round_no = self._timed("chain", self.chain.task, task_id).current_round
         model_hash = self._timed("chain", self.chain.round, task_id, round_no).model_hash
         where = {"task_id": task_id, "round_no": round_no, "trainer": self.address}
@@ -290,9 +313,13 @@ class ScriptedTrainer:
         self._timed("chain", self.chain.commit, task_id, self.prepared.commitment)
 
     def upload(self) -> str | None:
+        """Puts the update in the store, signed by this trainer as a node signs it (HttpStore)."""
         if self.mode in ("no_reveal", "no_upload"):
             return None
-        return self._timed("storage", self.store.put, self.update)
+        assert self.prepared is not None, "prepare() first"
+        return self._timed(
+            "storage", signed_store(self.store, self.market, self.task_id, self.account).put, self.update
+        )
 
     def reveal(self, task_id: int) -> None:
         if self.mode != "no_reveal":

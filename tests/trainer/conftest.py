@@ -27,6 +27,7 @@ from fedmarket.deploy import ONE_TOKEN, Deployment
 from fedmarket.protocol import TaskTerms
 from fedmarket.spec import TaskSpec, mlp_spec
 from fedmarket.store import HttpStore
+from fedmarket.uploads import UploadSigner
 from testkit.market import deploy_funded_market
 
 SMALL_SPEC = mlp_spec(name="small", input_dim=8, num_classes=3, hidden=(6,))
@@ -106,10 +107,12 @@ def make_task(trainer_services, owner, outsider) -> Callable[..., int]:
 
     def make(*, spec: TaskSpec = SMALL_SPEC, store_spec: bool = True, **overrides) -> int:
         terms = dataclasses.replace(default_terms(spec, outsider.address), **overrides)
-        if store_spec:
-            with HttpStore(trainer_services.coordinator_url) as store:
+        market = trainer_services.market(owner)
+        task_id = market.create_task(terms).task_id
+        if store_spec:  # the owner of an open task may upload to the store (signed, in this process)
+            signer = UploadSigner.for_market(market, task_id)
+            with HttpStore(trainer_services.coordinator_url, signer=signer) as store:
                 store.put(spec.to_canonical_json())
-        task_id = trainer_services.market(owner).create_task(terms).task_id
         with CoordinatorClient(trainer_services.coordinator_url) as api:
             deadline = time.monotonic() + 10
             while True:

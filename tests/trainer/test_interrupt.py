@@ -25,6 +25,7 @@ from fedmarket.datasets import save_npz
 from fedmarket.models import build_model
 from fedmarket.spec import mlp_spec
 from fedmarket.store import HttpStore
+from fedmarket.uploads import UploadSigner
 from testkit.market import REPO_ROOT
 
 SPEC = mlp_spec(name="small", input_dim=8, num_classes=3, hidden=(6,))  # make_task's default spec
@@ -64,7 +65,8 @@ def test_ctrl_c_says_what_is_pending_and_a_restart_resumes_it(
     trainer_services.market(idle).join(task_id)  # joined, never commits: the commit phase stays open
     trainer_services.market(owner).join_as_validator(task_id, b"\x01" * 32)
     model = encode_model(build_model(SPEC))
-    with HttpStore(trainer_services.coordinator_url) as store:
+    signer = UploadSigner.for_market(trainer_services.market(outsider), task_id)  # the task's coordinator
+    with HttpStore(trainer_services.coordinator_url, signer=signer) as store:
         store.put(model)
     trainer_services.market(outsider).start_round(task_id, digest_of(model))
     rng = np.random.default_rng(0)
