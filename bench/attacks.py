@@ -100,6 +100,8 @@ def summarize(name: str, run: RunResult, clean: RunResult, baseline: RunResult, 
         "clean_accuracy": round(clean.accuracy[-1], 4),
         "attacker_outcomes": dict(sum((run.outcomes.get(k, Counter()) for k in attacking), Counter())),
         "attacker_flags": dict(sum((run.reasons.get(k, Counter()) for k in attacking), Counter())),
+        "honest_flags": dict(sum((run.reasons.get(k, Counter()) for k in honest), Counter())),
+        "earned": {k: fmt_tokens(v) for k, v in sorted(run.earned.items(), key=lambda kv: int(kv[0]))},
         "accuracy_per_round": [round(a, 4) for a in run.accuracy],
         "seconds": round(run.seconds, 1),
     }
