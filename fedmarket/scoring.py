@@ -295,6 +295,7 @@ class Reference:
 
 
 NEAR_ZERO = 1e-3  # a delta below this share of the round's median norm carries nothing: a zero update
+SIGNAL_ACTIVE = 10  # the signal screen runs while the round's median |cosine| is this many noise bands
 
 
 def _flat(delta: Delta) -> Tensor:
@@ -330,7 +331,9 @@ def screen_updates(
     clean data, :func:`own_update`, as FLTrust's server does, Cao et al. 2021): noise, which
     carries no signal of any data. Only |cosine| near 0 counts: late in training an honest
     skewed update's cosine with any other falls toward 0.02 (measured on the demo model), so a
-    positive threshold would flag honest trainers; a flipped update is left to the harm rule.
+    positive threshold would flag honest trainers, and the screen runs only while the round's
+    median |cosine| is :data:`SIGNAL_ACTIVE` bands or more; a flipped update is left to the harm
+    and norm rules.
     |cosine| counts a negated copy too: "minus the last aggregate" replays the previous model."""
     settings = spec.scoring
     if not deltas:
@@ -366,7 +369,10 @@ def screen_updates(
         own = _flat(own_update)
         signal = (flat @ own) / (norms * own.norm()).clamp_min(1e-300)
         band = settings.signal_z / math.sqrt(own.numel())  # |cosine| of a random direction: ~1/sqrt(d)
-        for i in range(len(deltas)):
+        # Only while the round's updates clearly share the validator's direction: near convergence
+        # honest updates fall into the noise band too (measured on the demo model from round ~5).
+        carries_signal = float(signal.abs().median()) >= SIGNAL_ACTIVE * band
+        for i in range(len(deltas) if carries_signal else 0):
             if abs(float(signal[i])) <= band:
                 detail = (
                     f"|cosine| {abs(float(signal[i])):.4f} with the validator's own update is within "

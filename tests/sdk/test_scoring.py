@@ -26,6 +26,7 @@ from fedmarket.scoring import (
     Revealed,
     leave_one_out_values,
     score_round,
+    screen_updates,
     shapley_values,
     to_entry,
 )
@@ -317,10 +318,11 @@ def test_copy_similarity_one_turns_copy_screening_off():
 
 
 def test_an_update_as_orthogonal_to_the_validators_own_as_noise_carries_no_signal():
-    # Six parameters: with signal_z 0.5 the noise band is |cosine| <= 0.5 / sqrt(6) = 0.204. The
+    # Six parameters: with signal_z 0.05 the noise band is |cosine| <= 0.05 / sqrt(6) = 0.020, and
+    # the screen runs while the round's median |cosine| is 10 bands or more (here 0.28). The
     # validator's own update points along A; an orthogonal update is flagged, while a flipped one
     # (|cosine| 0.28, a signal, only a harmful one) is left to the harm rule.
-    spec = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"signal_z": 0.5})})
+    spec = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"signal_z": 0.05})})
     orthogonal = {"0.weight": torch.tensor([[0.0, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 0.0])}
     reveals = {A: directed(A), B: directed(B, -1.0), C: orthogonal}
     entries = score_round(
@@ -333,3 +335,12 @@ def test_an_update_as_orthogonal_to_the_validators_own_as_noise_carries_no_signa
     )  # fmt: skip
     assert reason_of(entries, C) == (INVALID, RejectionReason.NO_SIGNAL)
     assert reason_of(entries, A)[1] is None and reason_of(entries, B)[1] is None
+
+
+def test_the_signal_screen_rests_once_honest_updates_fall_into_the_noise_band():
+    # Near convergence every update is nearly orthogonal to the validator's own: none is flagged.
+    spec = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"signal_z": 0.05})})
+    tilted = {"0.weight": torch.tensor([[0.01, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 0.0])}
+    other = {"0.weight": torch.tensor([[0.0, 0.0], [1.0, 0.01]]), "0.bias": torch.tensor([0.0, 0.0])}
+    flags = screen_updates([A, B], [tilted, other], [], spec=spec, own_update=directed(A, 0.5))
+    assert flags == {}
