@@ -15,6 +15,10 @@ Its yardstick, ``single_identity_earned``, is what one honest identity holding a
 earns in a run with the same seven other trainers (``sybil-baseline``); the clean run, where the
 other two identities hold data of their own, is reported beside it (``clean_run_holder_earned``).
 
+``clean_accuracy`` is the issue's yardstick (all ten trainers honest). An attacker rejected in
+round 1 takes its own data out of the model too, so ``honest_only_accuracy`` (the seven honest
+trainers alone, ``honest-only``) says how much of a gap is the lost data rather than the attack.
+
 Writes reports/attacks.json and prints the table:
 
     python bench/attacks.py [--attacks sign-flip boost ...] [--rounds 10] [--seed 0] [--out PATH]
@@ -79,6 +83,8 @@ class AttackSuite:
         mode = None if name in ("clean", "sybil-baseline") else attack(name, seed=self.args.seed)
         if name == "sybil-baseline":
             datasets = datasets[: self.attackers[0]] + [datasets[-1]]
+        elif name == "honest-only":  # what the model can learn without the attackers' data
+            datasets = datasets[: self.attackers[0]]
         elif name == "sybil":
             datasets = datasets[: self.attackers[0]] + shards(datasets[-1], len(self.attackers))
         return play_task(
@@ -88,7 +94,14 @@ class AttackSuite:
         )  # fmt: skip
 
 
-def summarize(name: str, run: RunResult, clean: RunResult, baseline: RunResult, attackers: list[int]) -> dict:
+def summarize(
+    name: str,
+    run: RunResult,
+    clean: RunResult,
+    honest_only: RunResult,
+    baseline: RunResult,
+    attackers: list[int],
+) -> dict:
     attacking = {str(i) for i in attackers}
     honest = [k for k in run.earned if k not in attacking]
     row = {
@@ -98,8 +111,11 @@ def summarize(name: str, run: RunResult, clean: RunResult, baseline: RunResult, 
         "honest_earned": fmt_tokens(sum(run.earned[k] for k in honest)),
         "accuracy": round(run.accuracy[-1], 4),
         "clean_accuracy": round(clean.accuracy[-1], 4),
+        "honest_only_accuracy": round(honest_only.accuracy[-1], 4),
         "attacker_outcomes": dict(sum((run.outcomes.get(k, Counter()) for k in attacking), Counter())),
         "attacker_flags": dict(sum((run.reasons.get(k, Counter()) for k in attacking), Counter())),
+        "honest_flags": dict(sum((run.reasons.get(k, Counter()) for k in honest), Counter())),
+        "earned": {k: fmt_tokens(v) for k, v in sorted(run.earned.items(), key=lambda kv: int(kv[0]))},
         "accuracy_per_round": [round(a, 4) for a in run.accuracy],
         "seconds": round(run.seconds, 1),
     }
@@ -127,7 +143,8 @@ def print_table(rows: list[dict]) -> None:
         extra = f" (single identity {r['single_identity_earned']:.2f})" if r["attack"] == "sybil" else ""
         print(
             f"{r['attack']:<11} {r['attackers_earned']:>10.2f} {r['honest_earned']:>10.2f} {r['honest_slashed']:>8}"
-            f" {r['accuracy']:>9.4f} {r['clean_accuracy']:>7.4f}  {'yes' if holds(r) else 'NO':<5}  {flags}{extra}"
+            f" {r['accuracy']:>9.4f} {r['clean_accuracy']:>7.4f} {r['honest_only_accuracy']:>7.4f}"
+            f"  {'yes' if holds(r) else 'NO':<5}  {flags}{extra}"
         )
 
 
@@ -164,13 +181,16 @@ def play_runs(args: argparse.Namespace, names: list[str]) -> list[RunResult]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    names = ["clean", *(["sybil-baseline"] if "sybil" in args.attacks else []), *args.attacks]
+    names = ["clean", "honest-only", *(["sybil-baseline"] if "sybil" in args.attacks else []), *args.attacks]
     batches = [names[i :: args.jobs] for i in range(args.jobs)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         played = {r.name: r for batch in pool.map(play_runs, [args] * args.jobs, batches) for r in batch}
     clean, attackers = played["clean"], list(range(args.trainers - args.attackers, args.trainers))
     baseline = played.get("sybil-baseline", clean)
-    rows = [summarize(name, played[name], clean, baseline, attackers) for name in args.attacks]
+    rows = [
+        summarize(name, played[name], clean, played["honest-only"], baseline, attackers)
+        for name in args.attacks
+    ]
     spec = digit_task_spec("mnist", 784, local_epochs=args.local_epochs, seed=args.seed)
     report = {
         "mode": MODE,

@@ -430,7 +430,15 @@ def play_task(
         previous_updates = {i: w.delta for i, w in trained.items()}
         _book(market, result, task_id, round_no, trainers, validators)
         result.accuracy.append(market.accuracy(spec, task_id, round_no, test))
-        print(f"  {name:<15} round {round_no:>2}: accuracy {result.accuracy[-1]:.4f}", flush=True)
+        flagged = sorted(
+            {(i, v.scored[t.address].reason.value) for v in validators for i, t in enumerate(trainers)
+             if t.address in v.scored and v.scored[t.address].reason is not None}
+        )  # fmt: skip
+        flags = " ".join(f"{i}:{reason}" for i, reason in flagged)
+        print(
+            f"  {name:<15} round {round_no:>2}: accuracy {result.accuracy[-1]:.4f}  flags {flags or '-'}",
+            flush=True,
+        )
     result.seconds = time.perf_counter() - started
     return result
 

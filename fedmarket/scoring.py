@@ -295,6 +295,7 @@ class Reference:
 
 
 NEAR_ZERO = 1e-3  # a delta below this share of the round's median norm carries nothing: a zero update
+SIGNAL_ACTIVE = 10  # the signal screen runs while the round's median |cosine| is this many noise bands
 
 
 def _flat(delta: Delta) -> Tensor:
@@ -325,11 +326,14 @@ def screen_updates(
     one whose norm per square root of its sample count exceeds ``max_norm_ratio`` times the
     round's median of that (a boost; an honest trainer with more data takes more steps, and its
     norm grows about as the square root of its samples: measured on the demo); and one
-    that does not point the way the validator's `own_update` does (FLTrust's trust test, Cao et
-    al. 2021: the validator trains the round's model one step on its own clean data,
-    :func:`own_update`; cosine below ``min_signal``): noise carries no signal of any data and a
-    flipped update points against it, while an honest one, however skewed its labels, shares
-    the features every class needs.
+    that is as orthogonal to the validator's `own_update` as a random direction would be (|cosine|
+    within ``signal_z / sqrt(parameters)``; the validator trains the round's model on its own
+    clean data, :func:`own_update`, as FLTrust's server does, Cao et al. 2021): noise, which
+    carries no signal of any data. Only |cosine| near 0 counts: late in training an honest
+    skewed update's cosine with any other falls toward 0.02 (measured on the demo model), so a
+    positive threshold would flag honest trainers, and the screen runs only while the round's
+    median |cosine| is :data:`SIGNAL_ACTIVE` bands or more; a flipped update is left to the harm
+    and norm rules.
     |cosine| counts a negated copy too: "minus the last aggregate" replays the previous model."""
     settings = spec.scoring
     if not deltas:
@@ -361,13 +365,18 @@ def screen_updates(
         for i, j in (among > threshold).nonzero().tolist():
             detail = f"the same update as {trainers[j]}'s this round (|cosine| {float(among[i, j]):.4f})"
             flag(i, RejectionReason.COPY, detail)
-    if settings.min_signal > 0 and own_update is not None:
+    if settings.signal_z > 0 and own_update is not None:
         own = _flat(own_update)
         signal = (flat @ own) / (norms * own.norm()).clamp_min(1e-300)
-        for i in range(len(deltas)):
-            if float(signal[i]) < settings.min_signal:
+        band = settings.signal_z / math.sqrt(own.numel())  # |cosine| of a random direction: ~1/sqrt(d)
+        # Only while the round's updates clearly share the validator's direction: near convergence
+        # honest updates fall into the noise band too (measured on the demo model from round ~5).
+        carries_signal = float(signal.abs().median()) >= SIGNAL_ACTIVE * band
+        for i in range(len(deltas) if carries_signal else 0):
+            if abs(float(signal[i])) <= band:
                 detail = (
-                    f"cosine {float(signal[i]):.4f} with the validator's own update < {settings.min_signal}"
+                    f"|cosine| {abs(float(signal[i])):.4f} with the validator's own update is within "
+                    f"{settings.signal_z} / sqrt({own.numel()}) = {band:.4f}: indistinguishable from noise"
                 )
                 flag(i, RejectionReason.NO_SIGNAL, detail)
     if settings.max_norm_ratio > 0 and len(deltas) > 2:

@@ -200,11 +200,10 @@ class ScoringSettings(_SpecModel):
     # An update whose norm per sqrt(sample) exceeds this many times the round's median of it is
     # flagged invalid (a boosted update, scaled up to outweigh the others); 0 turns it off.
     max_norm_ratio: float = Field(default=3.0, ge=0.0, le=1e6)
-    # An update whose cosine with the validator's own update (the round's model trained on its
-    # held-out data) is below this is flagged invalid: random noise (~1/sqrt(parameters) either
-    # way) carries no data's signal, while an honest label-skewed update still shares the
-    # features (measured: make fairness). 0: off.
-    min_signal: float = Field(default=0.05, ge=0.0, le=1.0)
+    # An update whose |cosine| with the validator's own update (the round's model trained on its
+    # held-out data) is within signal_z / sqrt(parameters), as a random direction's is, is flagged
+    # invalid: noise carries no data's signal (make fairness measures the honest rate). 0: off.
+    signal_z: float = Field(default=3.0, ge=0.0, le=100.0)
 
 
 class PrivacySettings(_SpecModel):

@@ -265,8 +265,8 @@ def _scaled(factor: float):
         (lambda make, c, honest: make(c, 2, copy_of=honest[0]), INVALID, "duplicate", Outcome.REJECTED),
         (lambda make, c, honest: make(c, 2, metadata={"round": 2}), INVALID, "wrong_metadata", Outcome.REJECTED),
         (lambda make, c, honest: make(c, 2, rewrite=_scaled(1000.0)), INVALID, "norm_bound", Outcome.REJECTED),
-        # Pointing away from the round's other updates, it carries no signal of any data.
-        (lambda make, c, honest: make(c, 2, rewrite=_scaled(-8.0)), INVALID, "no_signal", Outcome.REJECTED),
+        # Eight times an honest step: caught by the norm screen before its (harmful) value is computed.
+        (lambda make, c, honest: make(c, 2, rewrite=_scaled(-8.0)), INVALID, "norm_outlier", Outcome.REJECTED),
         (lambda make, c, honest: make(c, 2, mode="no_upload"), UNAVAILABLE, "not_uploaded", Outcome.UNAVAILABLE),
     ],
     ids=["duplicate", "another-round", "over-norm", "sign-flipped", "not-uploaded"],

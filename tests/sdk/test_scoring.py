@@ -26,6 +26,7 @@ from fedmarket.scoring import (
     Revealed,
     leave_one_out_values,
     score_round,
+    screen_updates,
     shapley_values,
     to_entry,
 )
@@ -38,7 +39,7 @@ SPEC = mlp_spec(
     aggregation={"method": "fedavg", "max_weight_share": 1.0},
     # These hand-made deltas are all multiples of one vector: copy, norm and signal screening (tested below,
     # on SCREENED) would flag them, so it is off here.
-    scoring={"method": "loo", "harm_threshold": -0.5, "copy_similarity": 1.0, "max_norm_ratio": 0, "min_signal": 0},
+    scoring={"method": "loo", "harm_threshold": -0.5, "copy_similarity": 1.0, "max_norm_ratio": 0, "signal_z": 0},
 )  # fmt: skip
 SHAPLEY = SPEC.model_copy(update={"scoring": SPEC.scoring.model_copy(update={"method": "shapley"})})
 GLOBAL = {"0.weight": torch.zeros(2, 2), "0.bias": torch.zeros(2)}
@@ -316,21 +317,30 @@ def test_copy_similarity_one_turns_copy_screening_off():
     assert all(reason_of(entries, t)[1] is None for t in (A, B, C))
 
 
-def test_an_update_unaligned_with_the_validators_own_carries_no_signal():
-    # The validator's own update points along A's direction; an orthogonal update (what noise
-    # is, in many dimensions) and a flipped one are flagged, the rest pass.
-    own = directed(A, 0.5)
-    flipped = directed(B, -1.0)
+def test_an_update_as_orthogonal_to_the_validators_own_as_noise_carries_no_signal():
+    # Six parameters: with signal_z 0.05 the noise band is |cosine| <= 0.05 / sqrt(6) = 0.020, and
+    # the screen runs while the round's median |cosine| is 10 bands or more (here 0.28). The
+    # validator's own update points along A; an orthogonal update is flagged, while a flipped one
+    # (|cosine| 0.28, a signal, only a harmful one) is left to the harm rule.
+    spec = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"signal_z": 0.05})})
     orthogonal = {"0.weight": torch.tensor([[0.0, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 0.0])}
-    reveals = {A: directed(A), B: flipped, C: orthogonal}
+    reveals = {A: directed(A), B: directed(B, -1.0), C: orthogonal}
     entries = score_round(
-        spec=SCREENED, task_id=TASK, round_no=ROUND, global_state=GLOBAL, losses_of_state=loss_of_state,
+        spec=spec, task_id=TASK, round_no=ROUND, global_state=GLOBAL, losses_of_state=loss_of_state,
         revealed=[
             revealed(t, encode_update(d, task_id=TASK, round=ROUND, trainer=t, num_samples=10))
             for t, d in reveals.items()
         ],
-        validator_update=own,
+        validator_update=directed(A, 0.5),
     )  # fmt: skip
-    assert reason_of(entries, B) == (INVALID, RejectionReason.NO_SIGNAL)
     assert reason_of(entries, C) == (INVALID, RejectionReason.NO_SIGNAL)
-    assert reason_of(entries, A)[1] is None
+    assert reason_of(entries, A)[1] is None and reason_of(entries, B)[1] is None
+
+
+def test_the_signal_screen_rests_once_honest_updates_fall_into_the_noise_band():
+    # Near convergence every update is nearly orthogonal to the validator's own: none is flagged.
+    spec = SCREENED.model_copy(update={"scoring": SCREENED.scoring.model_copy(update={"signal_z": 0.05})})
+    tilted = {"0.weight": torch.tensor([[0.01, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 0.0])}
+    other = {"0.weight": torch.tensor([[0.0, 0.0], [1.0, 0.01]]), "0.bias": torch.tensor([0.0, 0.0])}
+    flags = screen_updates([A, B], [tilted, other], [], spec=spec, own_update=directed(A, 0.5))
+    assert flags == {}
