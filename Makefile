@@ -56,7 +56,7 @@ compile: setup
 	$(VENV)/bin/ape compile
 
 test: setup $(CHROMIUM)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 LINT_PATHS := fedmarket backend trainer scripts bench tests
 

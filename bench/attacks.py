@@ -52,6 +52,7 @@ from trainer.attacks import ATTACKS, attack, shards  # noqa: E402
 
 REPORT_PATH = REPO_ROOT / "reports" / "attacks.json"
 SUITE = tuple(a for a in ATTACKS if a != "free-rider")  # free-rider is zero's older name
+BASELINES = ("clean", "honest-only", "sybil-baseline")  # runs without an attacker
 MODE = (
     "IN-PROCESS: one Anvil devnet, the real contracts and coordinator code, simulated SDK trainers and "
     "validators in one Python process, one after another"
@@ -80,7 +81,7 @@ class AttackSuite:
     def play(self, name: str) -> RunResult:
         """Play `name`: "clean", "sybil-baseline" or an attack."""
         datasets = list(self.split.trainers)
-        mode = None if name in ("clean", "sybil-baseline") else attack(name, seed=self.args.seed)
+        mode = None if name in BASELINES else attack(name, seed=self.args.seed)
         if name == "sybil-baseline":
             datasets = datasets[: self.attackers[0]] + [datasets[-1]]
         elif name == "honest-only":  # what the model can learn without the attackers' data

@@ -4,6 +4,7 @@ tests never see each other's transactions."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ MIN_FREE_DISK = (
     256 * 2**20
 )  # the suite's temporary files (deployments, stores, databases, logs) need ~100 MiB
 torch.set_num_threads(1)  # tests share two cores with Anvil and service processes
+# CLI tables render at one width whatever runs the tests (a terminal, CI, an xdist worker).
+os.environ["COLUMNS"] = "200"
 
 
 def pytest_report_header(config) -> str:
