@@ -185,9 +185,11 @@ class ScoringSettings(_SpecModel):
     # Measured on the demo (MNIST, 5 label-skewed trainers): honest updates scored down to -0.08,
     # a 4x sign-flipped one -1.2. The default leaves honest skewed data a wide margin.
     harm_threshold: float = Field(default=-0.2, ge=-1e6, le=0.0)
-    # A value within this many standard errors of 0 scores 0 (0: off), so noise is not paid for
-    # luck. It changes pay only: every update the quorum neither rejects nor misses is aggregated.
-    significance: float = Field(default=2.0, ge=0.0, le=10.0)
+    # A value within this many standard errors of 0 scores 0 (0: off). It changes pay only: every
+    # update the quorum neither rejects nor misses is aggregated. Off by default since the screens
+    # catch noise: at 2, a round where one update happens to be significant paid it the round's
+    # whole budget (measured in make attacks: a Sybil earned 15.8x the single holder at 2, 2.3x at 0).
+    significance: float = Field(default=0.0, ge=0.0, le=10.0)
     # The per-round budget of model evaluations for sampled Shapley (bench/shapley_cost.py measures
     # its cost: make bench).
     max_evaluations: int = Field(default=500, ge=10, le=100_000)
