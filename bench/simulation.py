@@ -431,8 +431,8 @@ def play_task(
         _book(market, result, task_id, round_no, trainers, validators)
         result.accuracy.append(market.accuracy(spec, task_id, round_no, test))
         flagged = sorted(
-            {(i, v.scored[t.address].reason.value) for v in validators for i, t in enumerate(trainers)
-             if t.address in v.scored and v.scored[t.address].reason is not None}
+            {(i, str(reason)) for v in validators for i, t in enumerate(trainers)
+             if (reason := getattr(v.scored.get(t.address), "reason", None)) is not None}
         )  # fmt: skip
         flags = " ".join(f"{i}:{reason}" for i, reason in flagged)
         print(
