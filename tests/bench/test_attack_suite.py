@@ -13,8 +13,22 @@ from bench import attacks, fairness
 
 def test_each_screened_attack_earns_nothing_and_costs_the_honest_nothing(tmp_path):
     out = tmp_path / "attacks.json"
-    argv = ["--attacks", "sign-flip", "boost", "copy", "alie", "noise", "--trainers", "6", "--attackers", "2"]
-    attacks.main([*argv, "--rounds", "2", "--jobs", "2", "--out", str(out)])
+    # The full suite's set-up (10 trainers, the last 3 attacking), two rounds, one worker (the
+    # other xdist worker shares the cores). With 6 trainers a boost capped by the norm bound can
+    # stay under the norm screen's 3x: a known limit (README, "What is not done yet").
+    argv = [
+        "--attacks",
+        "sign-flip",
+        "boost",
+        "copy",
+        "alie",
+        "noise",
+        "--trainers",
+        "10",
+        "--attackers",
+        "3",
+    ]
+    attacks.main([*argv, "--rounds", "2", "--jobs", "1", "--out", str(out)])
     report = json.loads(out.read_text())
     rows = {row["attack"]: row for row in report["attacks"]}
     assert set(rows) == {"sign-flip", "boost", "copy", "alie", "noise"}
@@ -29,7 +43,12 @@ def test_each_screened_attack_earns_nothing_and_costs_the_honest_nothing(tmp_pat
 
 def test_no_honest_label_skewed_trainer_is_slashed_in_a_short_sweep(tmp_path):
     out = tmp_path / "fairness.json"
-    assert fairness.main(["--cases", "e", "--seeds", "1", "--sweep-rounds", "2", "--out", str(out)]) == 0
+    assert (
+        fairness.main(
+            ["--cases", "e", "--seeds", "1", "--sweep-rounds", "2", "--jobs", "1", "--out", str(out)]
+        )
+        == 0
+    )
     [case] = json.loads(out.read_text())["cases"]
     assert (case["case"], case["holds"], case["honest_slashed"], case["runs"]) == ("e", True, 0, 3)
     assert case["honest_updates"] >= 3 * 5  # every trainer of every run scored in round 1 at least
