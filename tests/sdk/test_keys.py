@@ -20,6 +20,7 @@ from web3 import Web3
 
 from fedmarket.devnet import dev_account, free_port
 from fedmarket.keys import InvalidKeyError, account_from_key, parse_private_key
+from testkit import interruptible
 from testkit.market import REPO_ROOT
 
 KEY = dev_account(4).key  # 32 bytes
@@ -69,7 +70,7 @@ def test_the_devnet_prints_the_accounts_and_keys_anvil_funds(tmp_path):
     command += ["--block-time", "0", "--log", str(tmp_path / "anvil.log")]
     proc = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=interruptible,
     )  # fmt: skip
     lines: list[str] = []
     try:

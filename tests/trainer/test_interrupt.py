@@ -26,6 +26,7 @@ from fedmarket.models import build_model
 from fedmarket.spec import mlp_spec
 from fedmarket.store import HttpStore
 from fedmarket.uploads import UploadSigner
+from testkit import interruptible
 from testkit.market import REPO_ROOT
 
 SPEC = mlp_spec(name="small", input_dim=8, num_classes=3, hidden=(6,))  # make_task's default spec
@@ -40,7 +41,9 @@ def start_node(services, task_id: int, key: str, data: Path, state: Path, log: P
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FEDMARKET_")}
     env = {**clean, "PYTHONPATH": str(REPO_ROOT), "FEDMARKET_TRAINER_KEY": key, "COLUMNS": "200"}
     with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=interruptible
+        )
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
