@@ -72,7 +72,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from backend.db import Database  # noqa: E402
 from backend.orchestrator import StepAction, TaskOrchestrator  # noqa: E402
-from bench.simulation import ChainTimer, SimulatedTrainer, SimulatedValidator, Stopwatch, TimedStore  # noqa: E402
+from bench.simulation import ChainTimer, SimulatedTrainer, SimulatedValidator, Stopwatch, TimedStore, step  # noqa: E402
 from fedmarket.chain import MarketClient  # noqa: E402
 from fedmarket.cid import cid_from_digest  # noqa: E402
 from fedmarket.contracts import compile_contracts  # noqa: E402
@@ -249,14 +249,6 @@ class Bench:
             print(f"  N={size:<3} {label:<18} {sample.wall:6.2f} s", flush=True)
         return samples
 
-    def _step(self, orchestrator: TaskOrchestrator, expected: StepAction, round_no: int) -> float:
-        started = time.perf_counter()
-        result = orchestrator.step()
-        seconds = time.perf_counter() - started
-        if result.action != expected:
-            raise RuntimeError(f"round {round_no}: orchestrator did {result.action!r}, expected {expected!r}")
-        return seconds
-
     def play_round(
         self, orchestrator: TaskOrchestrator, task_id: int, round_no: int, *, spec: TaskSpec, trainers
     ) -> RoundSample:
@@ -267,7 +259,7 @@ class Bench:
         sent_before = [len(client.observer.sent) for client in clients]
         round_started = time.perf_counter()
 
-        start_step = self._step(orchestrator, StepAction.STARTED, round_no)
+        start_step = step(orchestrator, StepAction.STARTED, round_no)
         seed = self.args.seed + 1000 * round_no
         training = [
             trainer.train_and_commit(task_id, round_no, spec=spec, store=self.trainer_store, seed=seed + i)
@@ -281,8 +273,8 @@ class Bench:
         ]
         for validator in self.validators:
             validator.reveal(task_id)
-        finalize_step = self._step(orchestrator, StepAction.FINALIZED, round_no)
-        publish_step = self._step(orchestrator, StepAction.PUBLISHED, round_no)
+        finalize_step = step(orchestrator, StepAction.FINALIZED, round_no)
+        publish_step = step(orchestrator, StepAction.PUBLISHED, round_no)
         wall = time.perf_counter() - round_started
         rpc_requests = dict(self.rpc_requests)
 
